@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from lgip_common import InputError, atomic_output, check_captions, iter_jsonl, refuse_same_path
+from lgip_common import atomic_output, check_captions, iter_jsonl, refuse_same_path
 
 # ---------------------------------------------------------------------------
 # The paper's word lists and templates (order matters: it fixes the random draws)

@@ -1,0 +1,349 @@
+"""Build the LGIP base set from COCO's own files: a reproducible sample of train2017
+images that have at least five captions, one JSON line per image with its first five
+captions exactly as COCO wrote them.
+
+Every other stage starts from this file. `--download` fetches only the sampled images;
+`--check-images` confirms that every listed image is on disk and decodes.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
+
+from PIL import Image
+from tqdm import tqdm
+
+from lgip_common import InputError, atomic_output, refuse_same_path, run_cli
+
+_DIR = os.path.dirname(os.path.abspath(__file__))
+
+CAPTIONS_JSON = os.path.join(_DIR, "annotations", "captions_train2017.json")
+IMAGES_DIR = os.path.join(_DIR, "train2017")
+OUTPUT_JSONL = os.path.join(_DIR, "lgip_coco_native5_train2017.jsonl")
+N_IMAGES = 40000
+SEED = 0
+CAPTIONS_PER_IMAGE = 5
+DOWNLOAD_WORKERS = 8
+DOWNLOAD_RETRIES = 4  # retries after the first attempt
+DOWNLOAD_RETRY_DELAY = 0.5  # seconds before the first retry; doubles on each further retry
+DOWNLOAD_TIMEOUT = 60.0  # seconds without a byte from the server before an attempt fails
+
+# A client error other than these will not change on a retry (404: the image is not there).
+RETRYABLE_CLIENT_ERRORS = {408, 425, 429}
+
+
+# ---------------------------------------------------------------------------
+# COCO captions → base records
+# ---------------------------------------------------------------------------
+
+
+def load_coco_captions(path: str) -> Tuple[Dict[int, Dict[str, Any]], Dict[int, List[Tuple[int, str]]]]:
+    """Read COCO's captions JSON and return (images by id, [(annotation id, caption)] by
+    image id). Every image appears in the second mapping, with an empty list if it has
+    no captions. Raises InputError naming `path` for a missing file, text that is not
+    JSON, or JSON that is not COCO's captions format."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            coco = json.load(handle)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from None
+
+    if not isinstance(coco, dict):
+        raise InputError(f"{path}: expected COCO's captions format, a JSON object; got {type(coco).__name__}")
+    for key in ("images", "annotations"):
+        if not isinstance(coco.get(key), list):
+            problem = "has no" if key not in coco else f"has a {type(coco[key]).__name__} for"
+            raise InputError(f"{path}: not COCO's captions format: the top-level object {problem} an '{key}' list")
+
+    images: Dict[int, Dict[str, Any]] = {}
+    for index, image in enumerate(coco["images"]):
+        at = f"{path}: images[{index}]"
+        _require_field(image, "id", int, at)
+        file_name = _require_field(image, "file_name", str, at)
+        if "coco_url" in image and not isinstance(image["coco_url"], str):
+            raise InputError(f"{at}: 'coco_url' must be a string, got {type(image['coco_url']).__name__}")
+        # The name is joined to the images folder; it must not climb out of it.
+        if not file_name or os.path.isabs(file_name) or ".." in file_name.replace("\\", "/").split("/"):
+            raise InputError(f"{at}: 'file_name' {file_name!r} must be a path inside the images folder")
+        if image["id"] in images:
+            raise InputError(f"{at}: image id {image['id']} appears twice")
+        images[image["id"]] = image
+
+    captions_by_image: Dict[int, List[Tuple[int, str]]] = {image_id: [] for image_id in images}
+    for index, annotation in enumerate(coco["annotations"]):
+        at = f"{path}: annotations[{index}]"
+        annotation_id = _require_field(annotation, "id", int, at)
+        image_id = _require_field(annotation, "image_id", int, at)
+        caption = _require_field(annotation, "caption", str, at)
+        if image_id not in captions_by_image:
+            raise InputError(f"{at} (id {annotation_id}): image_id {image_id} is not in 'images'")
+        captions_by_image[image_id].append((annotation_id, caption))
+    return images, captions_by_image
+
+
+def _require_field(entry: Any, key: str, kind: type, at: str) -> Any:
+    """Return entry[key], or raise InputError (prefixed by `at`) if `entry` is not an
+    object or the value is missing or not of type `kind`."""
+    if not isinstance(entry, dict):
+        raise InputError(f"{at}: expected a JSON object, got {type(entry).__name__}")
+    if key not in entry:
+        raise InputError(f"{at}: has no '{key}'")
+    value = entry[key]
+    # JSON true/false load as bool, which Python counts as int; an id is never a bool.
+    if not isinstance(value, kind) or isinstance(value, bool):
+        wanted = "an integer" if kind is int else "a string"
+        raise InputError(f"{at}: '{key}' must be {wanted}, got {type(value).__name__}")
+    return value
+
+
+def first_captions(captions_by_image: Dict[int, List[Tuple[int, str]]], count: int) -> Dict[int, List[str]]:
+    """For each image with at least `count` captions, its first `count` captions in
+    ascending annotation-id order, text untouched. Images with fewer are left out."""
+    chosen = {}
+    for image_id, captions in captions_by_image.items():
+        if len(captions) >= count:
+            # Sorting on the id alone keeps file order for equal ids, so ties stay reproducible.
+            chosen[image_id] = [caption for _, caption in sorted(captions, key=lambda pair: pair[0])[:count]]
+    return chosen
+
+
+def sample_image_ids(qualifying_ids: Iterable[int], n: int, seed: int, captions_path: str) -> List[int]:
+    """`n` image ids drawn by `random.Random(seed).sample` from the ids sorted ascending,
+    returned sorted ascending. Sorting before sampling makes the draw independent of the
+    order of COCO's file; sorting after makes the output follow image id, so two samples
+    can be compared with a line diff. Raises InputError when fewer than `n` qualify."""
+    sorted_ids = sorted(qualifying_ids)
+    if len(sorted_ids) < n:
+        raise InputError(
+            f"{captions_path}: only {len(sorted_ids)} images have at least {CAPTIONS_PER_IMAGE} captions, "
+            f"fewer than the {n} asked for; pass --n {len(sorted_ids)} or less"
+        )
+    return sorted(random.Random(seed).sample(sorted_ids, n))
+
+
+def image_file(images_dir: str, image: Dict[str, Any]) -> str:
+    """Where the image's file lives (or will, once downloaded)."""
+    return os.path.join(images_dir, image["file_name"])
+
+
+def base_record(
+    image: Dict[str, Any], captions: List[str], images_dir: str, output_path: str, absolute: bool
+) -> Dict[str, Any]:
+    """The base JSONL record of one image. `image_path` is absolute, or relative to the
+    output file's folder so the set and its images can move together."""
+    path = os.path.abspath(image_file(images_dir, image))
+    if not absolute:
+        path = os.path.relpath(path, os.path.dirname(os.path.abspath(output_path)))
+    return {"image_id": image["id"], "file_name": image["file_name"], "image_path": path, "orig_captions": captions}
+
+
+def write_jsonl(path: str, records: Iterable[Dict[str, Any]]) -> None:
+    """Write one JSON object a line, atomically; same records give the same bytes."""
+    with atomic_output(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# Images: decode check, parallel download
+# ---------------------------------------------------------------------------
+
+
+def image_problem(source: Any) -> str | None:
+    """None if `source` (a path or a binary file object) is an image Pillow decodes in
+    full; otherwise why not. verify() checks structure but does not read JPEG pixel
+    data, so a truncated JPEG passes it; load() decodes every pixel and catches that."""
+    if isinstance(source, str) and not os.path.isfile(source):
+        return "missing"
+    try:
+        with Image.open(source) as image:
+            image.verify()
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with Image.open(source) as image:
+            image.load()
+    except Exception as err:  # any failure to decode, whatever Pillow raises, is the answer
+        return f"does not decode ({type(err).__name__}: {err})"
+    return None
+
+
+def fetch_image(url: str, dest: str, retries: int, retry_delay: float, timeout: float) -> Tuple[str, str]:
+    """Make `dest` a complete, decodable copy of `url`. Returns ("present", "") if it
+    already was, ("downloaded", "") on success, or ("failed", reason). The bytes go to
+    a temporary file beside `dest` that is renamed only once they decode, so `dest`
+    is never a partial file. Transient failures are retried with exponential back-off."""
+    if os.path.isfile(dest) and image_problem(dest) is None:
+        return "present", ""
+    reason = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(retry_delay * 2 ** (attempt - 1))
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                data = response.read()
+        except urllib.error.HTTPError as err:
+            err.close()
+            reason = f"HTTP {err.code} {err.reason}"
+            if 400 <= err.code < 500 and err.code not in RETRYABLE_CLIENT_ERRORS:
+                return "failed", reason
+            continue
+        except Exception as err:  # network errors come as URLError, timeouts, resets, IncompleteRead
+            reason = f"{type(err).__name__}: {err}"
+            continue
+        problem = image_problem(io.BytesIO(data))
+        if problem:
+            reason = f"server sent {len(data)} bytes that are not an image: {problem}"
+            continue
+        try:
+            with atomic_output(dest, "wb") as handle:
+                handle.write(data)
+        except OSError as err:  # a full or read-only disk will not improve on a retry
+            return "failed", f"could not write: {err}"
+        return "downloaded", ""
+    return "failed", reason
+
+
+def in_parallel(work: Callable[..., Any], jobs: List[Tuple], workers: int, desc: str) -> Iterator[Tuple[Tuple, Any]]:
+    """Yield (job, work(*job)) for every job, as each finishes, on `workers` threads,
+    with a progress bar. An interrupt cancels the jobs that have not started."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = {pool.submit(work, *job): job for job in jobs}
+        with tqdm(total=len(jobs), desc=desc, unit="img") as bar:
+            for future in as_completed(futures):
+                bar.update()
+                yield futures[future], future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def download_images(
+    images: List[Dict[str, Any]], images_dir: str, workers: int, retries: int, retry_delay: float, timeout: float
+) -> Tuple[Dict[str, int], List[str]]:
+    """Fetch each image's coco_url into `images_dir`, skipping files already complete.
+    Returns (how many were present / downloaded / failed, one line per failure)."""
+    os.makedirs(images_dir, exist_ok=True)
+    jobs = [(image["coco_url"], image_file(images_dir, image), retries, retry_delay, timeout) for image in images]
+    counts = {"present": 0, "downloaded": 0, "failed": 0}
+    failures = []
+    for job, (status, reason) in in_parallel(fetch_image, jobs, workers, "download"):
+        counts[status] += 1
+        if status == "failed":
+            failures.append(f"{job[1]}: {reason} ({job[0]})")
+    return counts, sorted(failures)
+
+
+def check_images(paths: List[str], workers: int) -> List[str]:
+    """One line (path: reason) per image that is missing or does not decode."""
+    results = in_parallel(image_problem, [(path,) for path in paths], workers, "check")
+    return sorted(f"{path}: {problem}" for (path,), problem in results if problem)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def number(kind: type, minimum: float, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse type: `kind(text)`, refused unless it is at least (or, strict, above) `minimum`."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not (value > minimum if strict else value >= minimum):  # a nan fails both tests
+            raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {minimum}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value: 'x'"
+    return parse
+
+
+def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    flag = parser.add_argument
+    flag("--captions", default=CAPTIONS_JSON, help="COCO captions JSON to read (default: %(default)s)")
+    flag("--images", default=IMAGES_DIR,
+         help="folder that holds, or will receive, the COCO images (default: %(default)s)")
+    flag("--output", default=OUTPUT_JSONL, help="base JSONL to write (default: %(default)s)")
+    flag("--n", type=number(int, 1), default=N_IMAGES, help="how many images to sample (default: %(default)s)")
+    flag("--seed", type=int, default=SEED,
+         help="seed of the sample; same inputs and seed, same file (default: %(default)s)")
+    flag("--absolute-paths", action="store_true",
+         help="write absolute image_path values instead of paths relative to the output file's folder")
+    flag("--download", action="store_true",
+         help="fetch the sampled images, and only those, from their coco_url into --images; complete files are kept")
+    flag("--check-images", action="store_true",
+         help="after writing, check that every listed image exists and decodes; exit code 1 if any does not")
+    flag("--workers", type=number(int, 1), default=DOWNLOAD_WORKERS,
+         help="parallel downloads and checks (default: %(default)s)")
+    flag("--retries", type=number(int, 0), default=DOWNLOAD_RETRIES,
+         help="retries of a failed download after the first attempt (default: %(default)s)")
+    flag("--retry-delay", type=number(float, 0), default=DOWNLOAD_RETRY_DELAY,
+         help="seconds before the first retry, doubling after each (default: %(default)s)")
+    flag("--timeout", type=number(float, 0, strict=True), default=DOWNLOAD_TIMEOUT,
+         help="seconds a download may wait for the server before the attempt fails (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    refuse_same_path(args.captions, args.output)
+
+    images, captions_by_image = load_coco_captions(args.captions)
+    captions = first_captions(captions_by_image, CAPTIONS_PER_IMAGE)
+    sampled = [images[image_id] for image_id in sample_image_ids(captions.keys(), args.n, args.seed, args.captions)]
+    if args.download:
+        # Checked before writing, so bad input leaves no output behind.
+        for image in sampled:
+            if not image.get("coco_url"):
+                raise InputError(f"{args.captions}: image {image['id']} has no 'coco_url' to download from")
+
+    write_jsonl(
+        args.output,
+        (base_record(image, captions[image["id"]], args.images, args.output, args.absolute_paths) for image in sampled),
+    )
+
+    failures: List[str] = []
+    summary = [
+        f"images in file:      {len(sampled)}",
+        f"qualifying images:   {len(captions)} (at least {CAPTIONS_PER_IMAGE} captions)",
+        f"skipped images:      {len(images) - len(captions)} (fewer than {CAPTIONS_PER_IMAGE} captions)",
+        f"output:              {args.output}",
+    ]
+    if args.download:
+        counts, failed = download_images(
+            sampled, args.images, args.workers, args.retries, args.retry_delay, args.timeout
+        )
+        summary.append(
+            f"download:            {counts['downloaded']} downloaded, {counts['present']} already present, "
+            f"{counts['failed']} failed"
+        )
+        failures += [f"download failed: {line}" for line in failed]
+    if args.check_images:
+        problems = check_images([image_file(args.images, image) for image in sampled], args.workers)
+        summary.append(
+            f"image check:         {len(sampled) - len(problems)} decode, {len(problems)} missing or undecodable"
+        )
+        failures += [f"image problem: {line}" for line in problems]
+
+    for line in failures:
+        print(line, file=sys.stderr)
+    print("\n".join(summary))
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_cli(main)
