@@ -7,13 +7,16 @@ so the data-preparation scripts can import this module without loading them.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Iterator, Tuple
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 # ---------------------------------------------------------------------------
 # Errors and command-line entry
@@ -138,3 +141,1059 @@ def check_captions(record: Dict[str, Any], path: str, line_no: int) -> list:
                 f"{where(path, line_no)}: 'orig_captions'[{index}] must be a string, got {type(caption).__name__}"
             )
     return captions
+
+
+# ---------------------------------------------------------------------------
+# Model specs
+# ---------------------------------------------------------------------------
+
+# The paper's nine models, by spec, with the release's model tags (so metric files can be
+# compared with the release's by name).
+PAPER_MODELS: Dict[str, str] = {
+    "openclip:ViT-B-16@openai": "openclip_ViT-B-16_openai",
+    "openclip:ViT-L-14@openai": "openclip_ViT-L-14_openai",
+    "openclip:ViT-L-14@laion2b_s32b_b82k": "openclip_ViT-L-14_laion2b_s32b_b82k",
+    "openclip:ViT-H-14@laion2b_s32b_b79k": "openclip_ViT-H-14_laion2b_s32b_b79k",
+    "openclip:EVA02-L-14@merged2b_s4b_b131k": "openclip_EVA02-L-14_merged2b_s4b_b131k",
+    "hf:google/siglip-base-patch16-224": "siglip_google_siglip-base-patch16-224",
+    "hf:google/siglip-base-patch16-384": "siglip_google_siglip-base-patch16-384",
+    "hf:google/siglip-large-patch16-384": "siglip_google_siglip-large-patch16-384",
+    "hf:google/siglip2-base-patch16-224": "siglip2_google_siglip2-base-patch16-224",
+}
+SPEC_HELP = ("model specs: openclip:MODEL[@PRETRAINED] (MODEL a built-in name, local-dir:DIR or hf-hub:ORG/REPO; "
+             "PRETRAINED a tag or a checkpoint path) or hf:ID_OR_DIR (a transformers CLIP/SigLIP/SigLIP2)")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed spec string: which backend, which model, which weights."""
+    spec: str
+    backend: str  # "openclip" or "hf"
+    name: str  # open_clip model name (maybe local-dir:/hf-hub:) or a transformers id/folder
+    pretrained: Optional[str] = None
+
+    @property
+    def tag(self) -> str:
+        """The release's tag for the paper's models; a readable one from the spec otherwise."""
+        if self.spec in PAPER_MODELS:
+            return PAPER_MODELS[self.spec]
+        if self.backend == "openclip":
+            name = self.name.split(":", 1)[1] if self.name.startswith(("local-dir:", "hf-hub:")) else self.name
+            parts = ["openclip", _readable(name)]
+            if self.pretrained:
+                parts.append(_readable(self.pretrained))
+            return "_".join(parts)
+        lowered = self.name.lower()
+        family = "siglip2" if "siglip2" in lowered else "siglip" if "siglip" in lowered else "clip" if "clip" in lowered else "hf"
+        return f"{family}_{_readable(self.name)}"
+
+
+def _readable(text: str) -> str:
+    """A file-name-safe rendering of a model name: a folder becomes its last two parts."""
+    if os.path.isabs(text) or text.startswith("."):
+        text = "_".join(os.path.normpath(text).split(os.sep)[-2:])
+    text = text.replace("/", "_")
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in text).strip("_")
+
+
+def parse_spec(spec: str) -> ModelSpec:
+    """Parse `openclip:MODEL[@PRETRAINED]` or `hf:ID_OR_DIR`; InputError otherwise."""
+    backend, _, rest = spec.partition(":")
+    if backend == "openclip" and rest:
+        name, _, pretrained = rest.rpartition("@") if "@" in rest else (rest, "", "")
+        if not name:
+            raise InputError(f"model spec {spec!r}: nothing before '@'; expected openclip:MODEL[@PRETRAINED]")
+        return ModelSpec(spec, "openclip", name, pretrained or None)
+    if backend == "hf" and rest:
+        return ModelSpec(spec, "hf", rest)
+    raise InputError(f"model spec {spec!r} not understood; {SPEC_HELP}")
+
+
+# ---------------------------------------------------------------------------
+# Models: one class per backend, each owning its preprocessing
+# ---------------------------------------------------------------------------
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def resolve_device(name: str) -> str:
+    """`auto` becomes cuda, then mps, then cpu, whichever is there; others are checked."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps: MPS is not available on this machine")
+    if not (name in ("cpu", "mps", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise InputError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def _torch_dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def weights_fingerprint(module) -> str:
+    """A fingerprint of a model's weights that costs one pass over them: names, shapes,
+    the sum of each tensor and its first and last values. Two different checkpoints of
+    one architecture get different fingerprints."""
+    import torch
+
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+            if flat.numel():
+                as_float = flat.double() if flat.is_floating_point() else flat.to(torch.float64)
+                edge = torch.cat([as_float[:64], as_float[-64:]]).cpu().numpy().tobytes()
+                digest.update(edge + repr(float(as_float.sum())).encode())
+    return digest.hexdigest()[:32]
+
+
+class TokenBatch:
+    """Tokenised texts, padded to the model's full text length: `ids` [N, L] int64,
+    `lengths` (tokens up to and including the end token), `truncated` (the text did
+    not fit)."""
+
+    def __init__(self, ids, lengths, truncated):
+        self.ids, self.lengths, self.truncated = ids, lengths, truncated
+
+
+class VisionLanguageModel:
+    """What every backend offers the engine. Embeddings come back as L2-normalised
+    float32 CPU tensors."""
+
+    backend = ""
+    trims_padding = False  # True where dropping padding after the longest text is exact
+
+    def settings(self) -> Dict[str, Any]:
+        """Everything about preprocessing and tokenisation that changes an embedding."""
+        raise NotImplementedError
+
+    def image_transform(self, image):
+        """PIL image -> tensor the image tower takes (picklable: DataLoader workers run it)."""
+        raise NotImplementedError
+
+    def encode_images(self, pixels):
+        raise NotImplementedError
+
+    def tokenize(self, texts: List[str]) -> TokenBatch:
+        raise NotImplementedError
+
+    def encode_tokens(self, ids, lengths):
+        """Embed a batch of token rows already cut to the width the caller chose."""
+        raise NotImplementedError
+
+
+def _normalised(features):
+    import torch
+
+    features = features.float()
+    return torch.nn.functional.normalize(features, dim=-1).cpu()
+
+
+class OpenClipModel(VisionLanguageModel):
+    """An open_clip model (CLIP, EVA02-CLIP, ...), built through open_clip's own factory."""
+
+    backend = "openclip"
+
+    def __init__(self, spec: ModelSpec, device: str, precision: str):
+        import warnings
+
+        import open_clip
+        import torch
+
+        self.spec, self.device, self.precision = spec, device, precision
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=spec.pretrained)
+                self.tokenizer = open_clip.get_tokenizer(spec.name)
+            except (RuntimeError, ValueError, FileNotFoundError, OSError) as err:
+                raise InputError(f"model {spec.spec}: open_clip could not load it: {err}") from None
+        self.quick_gelu_mismatch = False
+        for warning in caught:
+            text = str(warning.message)
+            if "QuickGELU" in text:
+                self.quick_gelu_mismatch = True
+                print(f"warning: {spec.spec}: {text} The weights were trained with QuickGELU; "
+                      f"the '-quickgelu' model name builds it that way (see README).", file=sys.stderr)
+        self.model = model.to(device=device, dtype=_torch_dtype(precision)).eval()
+        self.preprocess = preprocess
+        self.context_length = int(getattr(self.tokenizer, "context_length", 77))
+        from open_clip.tokenizer import SimpleTokenizer
+
+        # Exact trimming needs causal attention, pooling at the end token, and pad id 0
+        # after the text: then nothing before the end token ever sees the padding.
+        self.trims_padding = (isinstance(model, open_clip.model.CLIP) and model.attn_mask is not None
+                              and getattr(model, "text_pool_type", "argmax") == "argmax"
+                              and isinstance(self.tokenizer, SimpleTokenizer))
+        self.weights = weights_fingerprint(self.model)
+        self._torch = torch
+
+    def settings(self):
+        return {
+            "backend": self.backend, "spec": self.spec.spec, "weights_fingerprint": self.weights,
+            "image_preprocess": repr(self.preprocess), "tokenizer": type(self.tokenizer).__name__,
+            "context_length": self.context_length, "padding": "trimmed after the longest text (exact)"
+            if self.trims_padding else f"max_length ({self.context_length})",
+            "quick_gelu_mismatch": self.quick_gelu_mismatch, "precision": self.precision,
+        }
+
+    def image_transform(self, image):
+        return self.preprocess(image)
+
+    def encode_images(self, pixels):
+        with self._torch.no_grad():
+            pixels = pixels.to(device=self.device, dtype=_torch_dtype(self.precision))
+            return _normalised(self.model.encode_image(pixels))
+
+    def tokenize(self, texts):
+        import numpy as np
+
+        ids = self.tokenizer(texts)
+        nonzero = (ids != 0).numpy()
+        lengths = np.where(nonzero.any(1), self.context_length - np.argmax(nonzero[:, ::-1], axis=1), 0)
+        full = lengths >= self.context_length
+        truncated = np.zeros(len(texts), dtype=bool)
+        for row in np.flatnonzero(full):  # a full row may be exactly full or cut: count the BPE tokens
+            truncated[row] = len(self.tokenizer.encode(texts[row])) + 2 > self.context_length
+        return TokenBatch(ids, lengths.astype(np.int64), truncated)
+
+    def encode_tokens(self, ids, lengths):
+        torch = self._torch
+        with torch.no_grad():
+            ids = ids.to(self.device)
+            if not self.trims_padding or ids.shape[1] == self.context_length:
+                return _normalised(self.model.encode_text(ids))
+            return _normalised(self._encode_text_trimmed(ids))
+
+    def _encode_text_trimmed(self, ids):
+        """open_clip's CLIP.encode_text on a sequence shorter than the context: the
+        positional embedding and causal mask cut to its width."""
+        from open_clip.transformer import text_global_pool
+
+        model = self.model
+        width = ids.shape[1]
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(ids).to(cast_dtype) + model.positional_embedding[:width].to(cast_dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask[:width, :width])
+        x = model.ln_final(x)
+        x = text_global_pool(x, ids, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+        if model.text_projection is not None:
+            x = model.text_projection(x) if isinstance(model.text_projection, self._torch.nn.Linear) else x @ model.text_projection
+        return x
+
+
+class HFImageTransform:
+    """A transformers image processor as a picklable PIL -> tensor function."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, image):
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def _features(output):
+    """transformers 4.x returns a tensor from get_*_features, 5.x a model output."""
+    return output if hasattr(output, "dim") else output.pooler_output
+
+
+class HFModel(VisionLanguageModel):
+    """A transformers dual encoder (SigLIP, SigLIP2, CLIP) through AutoModel."""
+
+    backend = "hf"
+
+    def __init__(self, spec: ModelSpec, device: str, precision: str, siglip_padding: str = "max_length"):
+        import torch
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+        self.spec, self.device, self.precision = spec, device, precision
+        try:
+            model = AutoModel.from_pretrained(spec.name)
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.name)
+            self.image_processor = AutoImageProcessor.from_pretrained(spec.name)
+        except (OSError, ValueError, EnvironmentError) as err:
+            raise InputError(f"model {spec.spec}: transformers could not load it: {err}") from None
+        self.model = model.to(device=device, dtype=_torch_dtype(precision)).eval()
+        text_config = getattr(model.config, "text_config", model.config)
+        self.max_length = int(getattr(text_config, "max_position_embeddings", 64))
+        self.is_siglip = "siglip" in model.config.model_type
+        # SigLIP pools the last position, so padding is part of what it reads; it was
+        # trained with every text padded to max_length. "longest" is the release's choice.
+        self.padding = siglip_padding if self.is_siglip else "max_length"
+        self.uses_attention_mask = "attention_mask" in self.tokenizer.model_input_names
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.weights = weights_fingerprint(self.model)
+        self._torch = torch
+
+    def settings(self):
+        return {
+            "backend": self.backend, "spec": self.spec.spec, "model_type": self.model.config.model_type,
+            "weights_fingerprint": self.weights, "image_preprocess": repr(self.image_processor.to_dict()),
+            "tokenizer": type(self.tokenizer).__name__, "max_length": self.max_length, "padding": self.padding,
+            "attention_mask": self.uses_attention_mask, "precision": self.precision,
+        }
+
+    def image_transform(self, image):
+        return HFImageTransform(self.image_processor)(image)
+
+    def encode_images(self, pixels):
+        with self._torch.no_grad():
+            pixels = pixels.to(device=self.device, dtype=_torch_dtype(self.precision))
+            return _normalised(_features(self.model.get_image_features(pixel_values=pixels)))
+
+    def tokenize(self, texts):
+        import numpy as np
+
+        encoded = self.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True,
+                                 return_tensors="pt")
+        ids = encoded["input_ids"]
+        full_lengths = [len(row) for row in self.tokenizer(texts, truncation=False)["input_ids"]]
+        lengths = np.minimum(np.asarray(full_lengths, dtype=np.int64), self.max_length)
+        truncated = np.asarray(full_lengths) > self.max_length
+        return TokenBatch(ids, lengths, truncated)
+
+    def encode_tokens(self, ids, lengths):
+        torch = self._torch
+        with torch.no_grad():
+            ids = ids.to(self.device)
+            inputs = {"input_ids": ids}
+            if self.uses_attention_mask:
+                positions = torch.arange(ids.shape[1], device=ids.device)
+                inputs["attention_mask"] = (positions[None, :] < torch.as_tensor(lengths, device=ids.device)[:, None]).long()
+            return _normalised(_features(self.model.get_text_features(**inputs)))
+
+
+def load_model(spec: str | ModelSpec, device: str = "cpu", precision: str = "fp32",
+               siglip_padding: str = "max_length") -> VisionLanguageModel:
+    """The one entry point: a spec string in, a ready model out (eval mode, on `device`,
+    in `precision`). Raises InputError when the spec is malformed or cannot be loaded."""
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if parsed.backend == "openclip":
+        return OpenClipModel(parsed, device, precision)
+    return HFModel(parsed, device, precision, siglip_padding)
+
+
+# ---------------------------------------------------------------------------
+# The scoring plan: which (image, caption, variant) pairs a script scores
+# ---------------------------------------------------------------------------
+
+# A script tells the plan, per record and caption index, its variant groups: each group
+# is a list of (text, kind) that the release encoded in one call (which matters only
+# for `--siglip-padding longest`, where a batch's padding changes its embeddings).
+VariantGroups = List[List[Tuple[str, str]]]
+
+
+def string_list(record: Dict[str, Any], key: str, index: str, path: str, line_no: int, text_field: str = "") -> List[str]:
+    """`record[key][index]` as a list of strings ([] when absent). With `text_field`, the
+    items are objects and their `text_field` is taken. InputError on any other shape."""
+    table = record.get(key)
+    if table is None:
+        return []
+    if not isinstance(table, dict):
+        raise InputError(f"{where(path, line_no)}: '{key}' must be an object keyed by caption index, got {type(table).__name__}")
+    items = table.get(index, [])
+    if not isinstance(items, list):
+        raise InputError(f"{where(path, line_no)}: '{key}'['{index}'] must be a list, got {type(items).__name__}")
+    texts = []
+    for position, item in enumerate(items):
+        if text_field:
+            item = item.get(text_field) if isinstance(item, dict) else None
+        if not isinstance(item, str):
+            wanted = f"an object with a string '{text_field}'" if text_field else "a string"
+            raise InputError(f"{where(path, line_no)}: '{key}'['{index}'][{position}] must be {wanted}")
+        texts.append(item)
+    return texts
+
+
+class PairPlan:
+    """Every pair one script scores, as integer arrays, built by streaming the JSONL once.
+
+    Records -> images (unique resolved paths); captions (one row per record caption);
+    pairs (one row per caption variant, pointing at its caption row). Texts are interned:
+    `texts` holds each unique string once. Padding groups follow the release's encode
+    calls, for `--siglip-padding longest`."""
+
+    def __init__(self):
+        import array
+
+        self.images: List[str] = []
+        self.image_lines: List[int] = []
+        self._image_index: Dict[str, int] = {}
+        self.texts: List[str] = []
+        self._text_index: Dict[str, int] = {}
+        self.kinds: List[str] = []
+        self._kind_index: Dict[str, int] = {}
+        self.record_image = array.array("i")
+        self.record_line = array.array("i")
+        self.caption_record = array.array("i")
+        self.caption_index = array.array("h")
+        self.caption_text = array.array("i")
+        self.caption_group = array.array("i")
+        self.pair_caption = array.array("i")
+        self.pair_text = array.array("i")
+        self.pair_kind = array.array("h")
+        self.pair_group = array.array("i")
+        self.num_groups = 0
+
+    def _intern_text(self, text: str) -> int:
+        index = self._text_index.get(text)
+        if index is None:
+            index = self._text_index[text] = len(self.texts)
+            self.texts.append(text)
+        return index
+
+    def kind_code(self, kind: str) -> int:
+        code = self._kind_index.get(kind)
+        if code is None:
+            code = self._kind_index[kind] = len(self.kinds)
+            self.kinds.append(kind)
+        return code
+
+    def add_record(self, line_no: int, image_path: str, captions: List[str], groups_per_caption: List[VariantGroups]):
+        image = self._image_index.get(image_path)
+        if image is None:
+            image = self._image_index[image_path] = len(self.images)
+            self.images.append(image_path)
+            self.image_lines.append(line_no)
+        record = len(self.record_image)
+        self.record_image.append(image)
+        self.record_line.append(line_no)
+        caption_group = self._new_group()
+        for index, (caption, groups) in enumerate(zip(captions, groups_per_caption)):
+            caption_row = len(self.caption_record)
+            self.caption_record.append(record)
+            self.caption_index.append(index)
+            self.caption_text.append(self._intern_text(caption))
+            self.caption_group.append(caption_group)
+            for group in groups:
+                if not group:
+                    continue
+                group_id = self._new_group()
+                for text, kind in group:
+                    self.pair_caption.append(caption_row)
+                    self.pair_text.append(self._intern_text(text))
+                    self.pair_kind.append(self.kind_code(kind))
+                    self.pair_group.append(group_id)
+
+    def _new_group(self) -> int:
+        self.num_groups += 1
+        return self.num_groups - 1
+
+    def finish(self) -> "PairPlan":
+        """Turn the growing arrays into numpy arrays and drop the lookup tables."""
+        import numpy as np
+
+        for name in ("record_image", "record_line", "caption_record", "caption_index", "caption_text", "caption_group",
+                     "pair_caption", "pair_text", "pair_kind", "pair_group"):
+            setattr(self, name, np.frombuffer(getattr(self, name), dtype=getattr(self, name).typecode).astype(np.int64))
+        self._image_index = self._text_index = None
+        return self
+
+    @property
+    def num_records(self) -> int:
+        return len(self.record_image)
+
+    def pairs_of(self, *prefixes: str):
+        """Boolean mask of the pairs whose kind is one of, or starts with one of, `prefixes`
+        (`"diff"` matches `diff` and `diff:color`)."""
+        import numpy as np
+
+        codes = [code for code, kind in enumerate(self.kinds)
+                 if any(kind == p or kind.startswith(p + ":") for p in prefixes)]
+        return np.isin(self.pair_kind, codes)
+
+
+def resolve_image_path(image_path: str, jsonl_path: str) -> str:
+    """A relative image path is relative to the JSONL's folder (the release's layout)."""
+    if os.path.isabs(image_path):
+        return image_path
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(jsonl_path)), image_path))
+
+
+def build_plan(jsonl_path: str, variant_groups: Callable[[Dict[str, Any], str, str, int], VariantGroups],
+               limit: Optional[int] = None) -> PairPlan:
+    """Stream the JSONL and record every pair `variant_groups(record, index, path, line)`
+    names for each caption. Bad records raise InputError with file and line."""
+    plan = PairPlan()
+    for line_no, record in iter_jsonl(jsonl_path):
+        if limit is not None and plan.num_records >= limit:
+            break
+        image_path = record.get("image_path")
+        if not isinstance(image_path, str) or not image_path:
+            raise InputError(f"{where(jsonl_path, line_no)}: record has no 'image_path' string")
+        captions = check_captions(record, jsonl_path, line_no)
+        groups = [variant_groups(record, str(index), jsonl_path, line_no) for index in range(len(captions))]
+        plan.add_record(line_no, resolve_image_path(image_path, jsonl_path), captions, groups)
+    return plan.finish()
+
+
+# ---------------------------------------------------------------------------
+# Embedding cache: append-only shards, each checked before it is trusted
+# ---------------------------------------------------------------------------
+
+CACHE_FORMAT = 1
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions of the libraries that compute an embedding."""
+    import importlib.metadata as metadata
+
+    versions = {"python": sys.version.split()[0]}
+    for package in ("torch", "open_clip_torch", "transformers", "numpy", "Pillow", "timm"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+class ShardStore:
+    """Embeddings of one kind (images or texts) for one model and settings, as shard
+    files `<kind>-*.npz` holding keys, rows and a sha256 of both. A shard that cannot be
+    read or whose digest does not match is deleted with a warning and its rows are
+    encoded again."""
+
+    def __init__(self, folder: Optional[str], kind: str, shard_rows: int):
+        import numpy as np
+
+        self.folder, self.kind, self.shard_rows = folder, kind, shard_rows
+        self.rows: Dict[str, Any] = {}
+        self._pending_keys: List[str] = []
+        self._pending_rows: List[Any] = []
+        self.damaged = 0
+        if folder is None:
+            return
+        for name in sorted(os.listdir(folder)):
+            if not (name.startswith(kind + "-") and name.endswith(".npz")):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                with np.load(path, allow_pickle=False) as shard:
+                    keys, embeddings, digest = shard["keys"], shard["embeddings"], str(shard["digest"])
+                if digest != self._digest(keys, embeddings) or len(keys) != len(embeddings) or embeddings.ndim != 2:
+                    raise ValueError("checksum mismatch")
+            except Exception as err:  # any unreadable shard is rebuilt, whatever broke it
+                print(f"warning: cache file {path} is damaged ({type(err).__name__}: {err}); removed, "
+                      f"its embeddings will be computed again", file=sys.stderr)
+                self.damaged += 1
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+                continue
+            for key, row in zip(keys.tolist(), embeddings):
+                self.rows[key] = row
+
+    @staticmethod
+    def _digest(keys, embeddings) -> str:
+        import numpy as np
+
+        digest = hashlib.sha256(np.ascontiguousarray(keys).tobytes())
+        digest.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
+        return digest.hexdigest()
+
+    def add(self, keys: Sequence[str], embeddings) -> None:
+        """Keep new rows; every `shard_rows` of them become a shard on disk."""
+        for key, row in zip(keys, embeddings):
+            self.rows[key] = row
+        if self.folder is None:
+            return
+        self._pending_keys.extend(keys)
+        self._pending_rows.append(embeddings)
+        if len(self._pending_keys) >= self.shard_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the rows not yet on disk as one shard, atomically."""
+        import numpy as np
+
+        if self.folder is None or not self._pending_keys:
+            return
+        keys = np.asarray(self._pending_keys)
+        embeddings = np.concatenate(self._pending_rows).astype(np.float32)
+        path = os.path.join(self.folder, f"{self.kind}-{time.time_ns()}-{os.getpid()}.npz")
+        with atomic_output(path, "wb") as handle:
+            np.savez(handle, keys=keys, embeddings=embeddings, digest=np.asarray(self._digest(keys, embeddings)))
+        self._pending_keys, self._pending_rows = [], []
+
+
+def cache_folder(cache_dir: Optional[str], model_tag: str, settings: Dict[str, Any]) -> Optional[str]:
+    """The folder for one model's embeddings under everything that changes them; None
+    when caching is off. Writes `settings.json` there so a person can see what it holds."""
+    if cache_dir is None:
+        return None
+    keyed = {"cache_format": CACHE_FORMAT, "settings": settings, "versions": library_versions()}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    folder = os.path.join(cache_dir, f"{model_tag}-{key}")
+    os.makedirs(folder, exist_ok=True)
+    if not os.path.exists(os.path.join(folder, "settings.json")):
+        write_json(os.path.join(folder, "settings.json"), keyed)
+    return folder
+
+
+def text_key(text: str, pad_width: int) -> str:
+    """The cache key of a text encoded at a fixed padded width (0: the model's default)."""
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
+    return f"{digest}#{pad_width}" if pad_width else digest
+
+
+def image_key(path: str) -> str:
+    """The cache key of an image file: its path, size and modification time."""
+    stat = os.stat(path)
+    return hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Encoding: each unique image and each unique text once, in batches, through the cache
+# ---------------------------------------------------------------------------
+
+class _ImageFiles:
+    """A torch Dataset over image files: (index, pixels or None, failure reason)."""
+
+    def __init__(self, paths: List[str], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[index]) as image:
+                return index, self.transform(image.convert("RGB")), ""
+        except Exception as err:  # a missing or undecodable image is reported, never fatal here
+            return index, None, f"{type(err).__name__}: {err}"
+
+
+def _collate_images(items):
+    import torch
+
+    decoded = [(index, pixels) for index, pixels, _ in items if pixels is not None]
+    failed = [(index, reason) for index, pixels, reason in items if pixels is None]
+    indices = [index for index, _ in decoded]
+    pixels = torch.stack([p for _, p in decoded]) if decoded else None
+    return indices, pixels, failed
+
+
+def encode_images(model: VisionLanguageModel, paths: List[str], store: ShardStore, batch_size: int,
+                  workers: int, progress: bool = True):
+    """Embeddings [len(paths), D] (NaN rows for images that failed) and {index: reason}
+    for the failures. Cached images are not opened; the rest decode in DataLoader
+    workers with the model's own preprocessing."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    keys: List[Optional[str]] = []
+    for path in paths:
+        try:
+            keys.append(image_key(path))
+        except OSError:
+            keys.append(None)  # missing: the loader reports why
+    todo = [i for i, key in enumerate(keys) if key is None or key not in store.rows]
+    failures: Dict[int, str] = {}
+    if todo:
+        loader = torch.utils.data.DataLoader(_ImageFiles([paths[i] for i in todo], model.image_transform),
+                                             batch_size=batch_size, num_workers=workers, collate_fn=_collate_images)
+        with tqdm(total=len(todo), desc=f"images [{model.spec.spec}]", unit="img", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for local_indices, pixels, failed in loader:
+                for local, reason in failed:
+                    failures[todo[local]] = reason
+                if pixels is not None:
+                    embeddings = model.encode_images(pixels).numpy()
+                    store.add([keys[todo[local]] for local in local_indices], embeddings)
+                bar.update(len(local_indices) + len(failed))
+        store.flush()
+    dim = next(iter(store.rows.values())).shape[0] if store.rows else 1
+    matrix = np.full((len(paths), dim), np.nan, dtype=np.float32)
+    for i, key in enumerate(keys):
+        if i not in failures and key is not None and key in store.rows:
+            matrix[i] = store.rows[key]
+    return matrix, failures
+
+
+def tokenize_all(model: VisionLanguageModel, texts: List[str], chunk: int = 8192, progress: bool = True) -> TokenBatch:
+    """Tokenise every text once (chunked so memory stays flat): int32 ids [T, L]."""
+    import numpy as np
+    from tqdm import tqdm
+
+    ids, lengths, truncated = [], [], []
+    for start in tqdm(range(0, len(texts), chunk), desc="tokenising", unit="chunk", disable=not progress or len(texts) <= chunk,
+                      dynamic_ncols=True):
+        batch = model.tokenize(texts[start:start + chunk])
+        ids.append(np.asarray(batch.ids, dtype=np.int32))
+        lengths.append(batch.lengths)
+        truncated.append(batch.truncated)
+    if not ids:
+        return TokenBatch(np.zeros((0, 1), np.int32), np.zeros(0, np.int64), np.zeros(0, bool))
+    return TokenBatch(np.concatenate(ids), np.concatenate(lengths), np.concatenate(truncated))
+
+
+def encode_text_units(model: VisionLanguageModel, texts: List[str], tokens: TokenBatch, unit_text, unit_width,
+                      store: ShardStore, batch_size: int, progress: bool = True):
+    """Embeddings [U, D] of text units: text `unit_text[u]` padded to `unit_width[u]`
+    tokens (0: the model's default). Units are batched by token length so little
+    padding is encoded; cached units are not encoded again."""
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    keys = [text_key(texts[t], int(w)) for t, w in zip(unit_text.tolist(), unit_width.tolist())]
+    todo = np.array([u for u, key in enumerate(keys) if key not in store.rows], dtype=np.int64)
+    if len(todo):
+        order = np.lexsort((tokens.lengths[unit_text[todo]], unit_width[todo]))
+        todo = todo[order]
+        with tqdm(total=len(todo), desc=f"texts  [{model.spec.spec}]", unit="txt", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            start = 0
+            while start < len(todo):
+                width = unit_width[todo[start]]
+                stop = min(start + batch_size, len(todo))
+                same_width = np.flatnonzero(unit_width[todo[start:stop]] != width)
+                stop = start + same_width[0] if len(same_width) else stop
+                batch = todo[start:stop]
+                rows = unit_text[batch]
+                lengths = tokens.lengths[rows]
+                if width:
+                    cut = int(width)
+                elif model.trims_padding:
+                    cut = int(lengths.max())
+                else:
+                    cut = tokens.ids.shape[1]
+                ids = torch.from_numpy(tokens.ids[rows, :cut].astype(np.int64))
+                embeddings = model.encode_tokens(ids, lengths).numpy()
+                store.add([keys[u] for u in batch], embeddings)
+                bar.update(len(batch))
+                start = stop
+        store.flush()
+    return np.stack([store.rows[key] for key in keys]) if keys else np.zeros((0, 1), np.float32)
+
+
+def rowwise_dot(left, left_rows, right, right_rows, chunk: int = 1 << 16):
+    """dot(left[left_rows[k]], right[right_rows[k]]) for every k, in chunks (float32)."""
+    import numpy as np
+
+    out = np.empty(len(left_rows), dtype=np.float32)
+    for start in range(0, len(left_rows), chunk):
+        stop = start + chunk
+        out[start:stop] = np.einsum("ij,ij->i", left[left_rows[start:stop]], right[right_rows[start:stop]])
+    return out
+
+
+@dataclass
+class Scores:
+    """One model's scores over a plan. `caption_score[c]` = cos(image, caption c);
+    `pair_score[p]` = cos(image, variant p); `pair_base[p]` = its caption's score.
+    `pair_valid`/`record_valid` drop records whose image failed or that have no caption."""
+    plan: PairPlan
+    caption_score: Any
+    pair_score: Any
+    pair_base: Any
+    pair_record: Any
+    pair_valid: Any
+    record_valid: Any
+    image_embeddings: Any
+    text_embeddings: Any
+    caption_unit: Any
+    pair_unit: Any
+    tokens: TokenBatch
+    failures: Dict[int, str]
+
+    def pair_text_cosine(self):
+        """cos(text(caption), text(variant)) per pair, from the same text tower."""
+        return rowwise_dot(self.text_embeddings, self.caption_unit[self.plan.pair_caption],
+                           self.text_embeddings, self.pair_unit)
+
+    def num_samples(self) -> int:
+        return int(self.record_valid.sum())
+
+
+def text_units(plan: PairPlan, tokens: TokenBatch, longest_padding: bool):
+    """(caption_unit, pair_unit, unit_text, unit_width). Normally a unit is a text. With
+    longest padding (the release's SigLIP batches), a unit is a text at the width of the
+    longest text of its group, since the padding changes the embedding."""
+    import numpy as np
+
+    if not longest_padding:
+        return plan.caption_text, plan.pair_text, np.arange(len(plan.texts)), np.zeros(len(plan.texts), np.int64)
+    group_width = np.zeros(plan.num_groups, dtype=np.int64)
+    np.maximum.at(group_width, plan.caption_group, tokens.lengths[plan.caption_text])
+    np.maximum.at(group_width, plan.pair_group, tokens.lengths[plan.pair_text])
+    width_span = int(tokens.ids.shape[1]) + 1
+    caption_code = plan.caption_text * width_span + group_width[plan.caption_group]
+    pair_code = plan.pair_text * width_span + group_width[plan.pair_group]
+    unit_codes, inverse = np.unique(np.concatenate([caption_code, pair_code]), return_inverse=True)
+    caption_unit, pair_unit = inverse[: len(caption_code)], inverse[len(caption_code):]
+    return caption_unit, pair_unit, unit_codes // width_span, unit_codes % width_span
+
+
+def score_plan(model: VisionLanguageModel, plan: PairPlan, cache_dir: Optional[str], batch_size: int,
+               text_batch_size: int, workers: int, shard_rows: int, timings: Dict[str, float],
+               progress: bool = True) -> Scores:
+    """Encode what the plan needs (through the cache) and score every caption and pair."""
+    import numpy as np
+
+    folder = cache_folder(cache_dir, model.spec.tag, {**model.settings(), "device": model.device.split(":")[0]})
+    started = time.perf_counter()
+    image_store = ShardStore(folder, "images", shard_rows)
+    image_embeddings, failures = encode_images(model, plan.images, image_store, batch_size, workers, progress)
+    timings["images"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    tokens = tokenize_all(model, plan.texts, progress=progress)
+    longest = getattr(model, "padding", "max_length") == "longest"
+    caption_unit, pair_unit, unit_text, unit_width = text_units(plan, tokens, longest)
+    text_store = ShardStore(folder, "texts", shard_rows)
+    text_embeddings = encode_text_units(model, plan.texts, tokens, unit_text, unit_width, text_store,
+                                        text_batch_size, progress)
+    timings["texts"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    image_ok = np.ones(len(plan.images), dtype=bool)
+    image_ok[list(failures)] = False
+    has_caption = np.bincount(plan.caption_record, minlength=plan.num_records) > 0
+    record_valid = image_ok[plan.record_image] & has_caption
+    caption_image = plan.record_image[plan.caption_record]
+    caption_score = rowwise_dot(image_embeddings, caption_image, text_embeddings, caption_unit)
+    pair_record = plan.caption_record[plan.pair_caption]
+    pair_score = rowwise_dot(image_embeddings, plan.record_image[pair_record], text_embeddings, pair_unit)
+    timings["scores"] = time.perf_counter() - started
+    return Scores(plan, caption_score, pair_score, caption_score[plan.pair_caption], pair_record,
+                  record_valid[pair_record], record_valid, image_embeddings, text_embeddings, caption_unit, pair_unit,
+                  tokens, failures)
+
+
+# ---------------------------------------------------------------------------
+# Metrics: pooled means over pairs, bootstrap intervals over images
+# ---------------------------------------------------------------------------
+
+def mean_or_none(values) -> Optional[float]:
+    """The mean as a float, None for no values (the release's convention)."""
+    return float(values.astype("float64").mean()) if len(values) else None
+
+
+def gap_summary(gaps) -> Dict[str, Any]:
+    """{gap_mean, pos_rate, count} as the release writes them for a set of gaps."""
+    return {"gap_mean": mean_or_none(gaps), "pos_rate": mean_or_none(gaps > 0) if len(gaps) else None,
+            "count": int(len(gaps))}
+
+
+class Bootstrap:
+    """95% percentile intervals for pooled means, resampling images (records) with
+    replacement. Register each metric's per-pair values and records; `intervals()`
+    computes all of them from the same resamples, as matrix products."""
+
+    def __init__(self, num_records: int, resamples: int, seed: int):
+        self.num_records, self.resamples, self.seed = num_records, resamples, seed
+        self.names: List[str] = []
+        self._sums: List[Any] = []
+        self._counts: List[Any] = []
+
+    def add(self, name: str, values, records, weights=None) -> None:
+        """Register the pooled mean of `values` (weighted by `weights` when given) over
+        pairs belonging to `records` (compact record numbers)."""
+        import numpy as np
+
+        weights = np.ones(len(values)) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.names.append(name)
+        self._sums.append(np.bincount(records, weights=weights * values.astype(np.float64), minlength=self.num_records))
+        self._counts.append(np.bincount(records, weights=weights, minlength=self.num_records))
+
+    def intervals(self, chunk: int = 100) -> Dict[str, Optional[List[float]]]:
+        import numpy as np
+
+        if not self.resamples or not self.names or not self.num_records:
+            return {}
+        sums, counts = np.stack(self._sums, axis=1), np.stack(self._counts, axis=1)
+        rng = np.random.default_rng(self.seed)
+        stats = []
+        for start in range(0, self.resamples, chunk):
+            size = min(chunk, self.resamples - start)
+            draws = rng.integers(0, self.num_records, size=(size, self.num_records))
+            weights = np.stack([np.bincount(row, minlength=self.num_records) for row in draws]).astype(np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                stats.append((weights @ sums) / (weights @ counts))
+        stats = np.concatenate(stats)
+        result = {}
+        for column, name in enumerate(self.names):
+            finite = stats[:, column][np.isfinite(stats[:, column])]
+            result[name] = [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))] if len(finite) else None
+        return result
+
+
+def record_ids(scores: Scores, mask):
+    """Compact record numbers (0..valid records-1) of the masked pairs, for Bootstrap."""
+    import numpy as np
+
+    compact = np.cumsum(scores.record_valid) - 1
+    return compact[scores.pair_record[mask]]
+
+
+def trivially_invariant_pairs(scores: Scores, mask) -> int:
+    """How many masked pairs tokenise to exactly the caption's token ids."""
+    import numpy as np
+
+    plan, ids = scores.plan, scores.tokens.ids
+    caption_text = plan.caption_text[plan.pair_caption[mask]]
+    pair_text = plan.pair_text[mask]
+    same = 0
+    for start in range(0, len(pair_text), 1 << 16):
+        stop = start + (1 << 16)
+        same += int(np.all(ids[caption_text[start:stop]] == ids[pair_text[start:stop]], axis=1).sum())
+    return same
+
+
+def run_facts(scores: Scores, paraphrase_mask) -> Dict[str, Any]:
+    """What every metric JSON reports beside the metrics: skipped images, truncated
+    texts, paraphrases that tokenise to the caption itself."""
+    import numpy as np
+
+    plan = scores.plan
+    skipped = sorted(scores.failures.items())
+    used_texts = np.unique(np.concatenate([plan.caption_text[np.repeat(scores.record_valid, 1)[plan.caption_record]],
+                                           plan.pair_text[scores.pair_valid]]))
+    return {
+        "num_skipped_images": len(skipped),
+        "skipped_images": [{"image_path": plan.images[i], "line": plan.image_lines[i], "reason": reason}
+                           for i, reason in skipped[:20]],
+        "num_truncated_texts": int(scores.tokens.truncated[used_texts].sum()),
+        "num_trivially_invariant_pairs": trivially_invariant_pairs(scores, paraphrase_mask & scores.pair_valid),
+    }
+
+
+# ---------------------------------------------------------------------------
+# The shared command line and the per-model loop of the evaluation scripts
+# ---------------------------------------------------------------------------
+
+def default_workers() -> int:
+    """DataLoader workers: the CPU count, at most 8 (decoding JPEGs rarely needs more)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def evaluation_arguments(description: str, defaults: Dict[str, Any]) -> argparse.ArgumentParser:
+    """The flags every evaluation script takes; `defaults` are the script's constants."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", default=defaults["input"], help=f"perturbed JSONL (default: {defaults['input']})")
+    parser.add_argument("--models", nargs="+", default=defaults["models"], metavar="SPEC",
+                        help=f"{SPEC_HELP}. Default: the paper's nine models")
+    parser.add_argument("--output-dir", default=None, help="where metric JSONs go (default: beside the input)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
+    parser.add_argument("--device", default=defaults["device"], help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    parser.add_argument("--precision", default=defaults["precision"], choices=PRECISIONS,
+                        help="weights and activations (default: %(default)s, as the paper's tables)")
+    parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="images per batch (default: %(default)s)")
+    parser.add_argument("--text-batch-size", type=int, default=defaults["text_batch_size"],
+                        help="texts per batch (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=defaults["workers"],
+                        help="DataLoader workers that decode images (default: %(default)s, from the CPU count)")
+    parser.add_argument("--siglip-padding", choices=["max_length", "longest"], default="max_length",
+                        help="SigLIP/SigLIP2 text padding: max_length (64, as trained; default) or longest "
+                             "(the release's: a text's score then depends on its batch-mates)")
+    parser.add_argument("--cache-dir", default=None, help="embedding cache (default: .lgip_cache beside the input)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the embedding cache")
+    parser.add_argument("--cache-shard-rows", type=int, default=defaults.get("cache_shard_rows", 4096),
+                        help="new embeddings per cache file; a killed run loses at most this many (default: %(default)s)")
+    parser.add_argument("--bootstrap", type=int, default=defaults["bootstrap"],
+                        help="bootstrap resamples of images for 95%% intervals; 0 turns them off (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="bootstrap seed (default: %(default)s)")
+    parser.add_argument("--strict", action="store_true", help="a missing or undecodable image is an error, not a skip")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def output_base(args) -> str:
+    """`<output dir>/<input stem>`: metric file names start with it, as in the release."""
+    stem = os.path.splitext(os.path.basename(args.input))[0]
+    return os.path.join(args.output_dir or os.path.dirname(os.path.abspath(args.input)), stem)
+
+
+def run_config(args, model: VisionLanguageModel, input_sha256: str, timings: Dict[str, float], script: str) -> Dict[str, Any]:
+    """The `config` block: everything needed to know how a metric file was made."""
+    return {
+        "script": script, "spec": model.spec.spec, "model_tag": model.spec.tag, "backend": model.backend,
+        "model_settings": model.settings(), "precision": args.precision, "device": model.device,
+        "input": os.path.abspath(args.input), "input_sha256": input_sha256, "limit": args.limit,
+        "bootstrap_resamples": args.bootstrap, "seed": args.seed, "batch_size": args.batch_size,
+        "text_batch_size": args.text_batch_size, "workers": args.workers,
+        "cache": None if args.no_cache else os.path.abspath(args.cache_dir), "versions": library_versions(),
+        "timings_seconds": {name: round(seconds, 3) for name, seconds in timings.items()},
+    }
+
+
+def evaluate(args, variant_groups, compute_metrics, script: str):
+    """The recipe every evaluation script shares: read the plan once, then per model
+    load, encode through the cache, score, compute metrics (`compute_metrics(scores,
+    bootstrap)` returns the metric dict), attach the facts and config. Yields one metric
+    dict per model, in order."""
+    started = time.perf_counter()
+    if args.cache_dir is None:
+        args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.input)), ".lgip_cache")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit {args.limit}: expected at least 1")
+    specs = [parse_spec(spec) for spec in args.models]  # a typo fails before any work
+    plan = build_plan(args.input, variant_groups, args.limit)
+    input_sha256 = file_sha256(args.input)
+    read_seconds = time.perf_counter() - started
+    device = resolve_device(args.device)
+    for spec in specs:
+        timings = {"read_input": read_seconds}
+        started = time.perf_counter()
+        model = load_model(spec, device, args.precision, args.siglip_padding)
+        timings["load_model"] = time.perf_counter() - started
+        scores = score_plan(model, plan, None if args.no_cache else args.cache_dir, args.batch_size,
+                            args.text_batch_size, args.workers, args.cache_shard_rows, timings, not args.quiet)
+        if scores.failures:
+            first_index, first_reason = sorted(scores.failures.items())[0]
+            message = (f"{where(args.input, plan.image_lines[first_index])}: image {plan.images[first_index]} "
+                       f"could not be read ({first_reason})")
+            if args.strict:
+                raise InputError(message + f"; {len(scores.failures)} image(s) failed in all")
+            print(f"warning: {message}; {len(scores.failures)} image(s) skipped with their records "
+                  f"(--strict makes this an error)", file=sys.stderr)
+        if not scores.record_valid.any():
+            raise InputError(f"{args.input}: no record has a readable image and a caption")
+        started = time.perf_counter()
+        bootstrap = Bootstrap(scores.num_samples(), args.bootstrap, args.seed)
+        metrics = compute_metrics(scores, bootstrap)
+        metrics["ci95"] = bootstrap.intervals()
+        metrics.update(run_facts(scores, scores.plan.pairs_of("same")))
+        timings["metrics"] = time.perf_counter() - started
+        metrics["config"] = run_config(args, model, input_sha256, timings, script)
+        yield metrics
+        del model, scores
+
+
+def print_metrics(metrics: Dict[str, Any], keys: Sequence[str]) -> None:
+    """The headline numbers of one model, with their intervals, as a few lines."""
+    print(f"\n=== {metrics['model_tag']} ({metrics['num_samples']} images) ===")
+    intervals = metrics.get("ci95", {})
+    for key in keys:
+        value = metrics.get(key)
+        interval = intervals.get(key)
+        shown = "None" if value is None else f"{value:.6f}"
+        if interval:
+            shown += f"  [95% CI {interval[0]:.6f}, {interval[1]:.6f}]"
+        print(f"  {key}: {shown}")
+    timings = metrics["config"]["timings_seconds"]
+    print("  seconds: " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in timings.items()))
+
+
+def write_metric_file(path: str, payload: Any) -> None:
+    """Write a metric JSON atomically and say where it went (and whether it replaced one)."""
+    replaced = os.path.exists(path)
+    write_json(path, payload)
+    print(f"{'replaced' if replaced else 'wrote'} {path}")

@@ -1,0 +1,81 @@
+"""Perturbed JSONL with flip types x models -> LGIP metrics per flip type:
+`<input stem>__LGIP_fliptypes.metrics.json`, a list with one entry per model holding
+`invariance_error_mean`, `global_sensitivity` and `by_flip_type` (read from every
+`diff_caps_<type>` key, so new flip types need no code), each with 95% bootstrap
+intervals, run facts and a config block.
+
+Shares the embedding cache with the other scripts: after `run_lgip_multi.py` on the
+same file and models, nothing new is encoded.
+"""
+import os
+
+from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, gap_summary, mean_or_none,
+                         output_base, print_metrics, record_ids, run_cli, string_list, write_metric_file)
+
+_DIR = os.path.dirname(os.path.abspath(__file__))
+JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_fliptypes.jsonl")
+MODELS = list(PAPER_MODELS)
+DEVICE = "auto"
+PRECISION = "fp32"
+BATCH_SIZE = 32
+TEXT_BATCH_SIZE = 256
+WORKERS = default_workers()
+BOOTSTRAP = 1000
+SEED = 0
+TYPED_FLIP_PREFIX = "diff_caps_"
+RELEASE_FLIP_TYPES = ["color", "number", "object"]  # always reported, as the release does, even when empty
+
+
+def variant_groups(record, index, path, line_no):
+    """Paraphrases, all flips, and each typed flip list: one release encode call each."""
+    groups = [[(text, "same") for text in string_list(record, "same_caps", index, path, line_no)],
+              [(text, "diff") for text in string_list(record, "diff_caps", index, path, line_no)]]
+    for key in record:
+        if key.startswith(TYPED_FLIP_PREFIX):
+            flip_type = key[len(TYPED_FLIP_PREFIX):]
+            groups.append([(text, f"type:{flip_type}") for text in string_list(record, key, index, path, line_no)])
+    return groups
+
+
+def fliptype_metrics(scores, bootstrap):
+    """Invariance error, global sensitivity and sensitivity per flip type."""
+    plan = scores.plan
+    same = plan.pairs_of("same") & scores.pair_valid
+    invariance = abs(scores.pair_base[same] - scores.pair_score[same])
+    bootstrap.add("invariance_error_mean", invariance, record_ids(scores, same))
+    sections = {"global_sensitivity": plan.pairs_of("diff") & scores.pair_valid}
+    flip_types = RELEASE_FLIP_TYPES + sorted({kind[len("type:"):] for kind in plan.kinds if kind.startswith("type:")}
+                                             - set(RELEASE_FLIP_TYPES))
+    sections.update({f"by_flip_type.{t}": plan.pairs_of(f"type:{t}") & scores.pair_valid for t in flip_types})
+    summaries = {}
+    for name, mask in sections.items():
+        gaps = scores.pair_base[mask] - scores.pair_score[mask]
+        summaries[name] = gap_summary(gaps)
+        bootstrap.add(f"{name}.gap_mean", gaps, record_ids(scores, mask))
+        bootstrap.add(f"{name}.pos_rate", gaps > 0, record_ids(scores, mask))
+    by_type = {name.split(".", 1)[1]: summary for name, summary in summaries.items() if name.startswith("by_flip_type.")}
+    return {
+        "num_samples": scores.num_samples(),
+        "invariance_error_mean": mean_or_none(invariance),
+        "global_sensitivity": summaries["global_sensitivity"],
+        "by_flip_type": by_type,
+    }
+
+
+def main():
+    parser = evaluation_arguments(__doc__, {
+        "input": JSONL_PATH, "models": MODELS, "device": DEVICE, "precision": PRECISION, "batch_size": BATCH_SIZE,
+        "text_batch_size": TEXT_BATCH_SIZE, "workers": WORKERS, "bootstrap": BOOTSTRAP, "seed": SEED})
+    args = parser.parse_args()
+    all_metrics = []
+    for metrics in evaluate(args, variant_groups, fliptype_metrics, "run_lgip_by_fliptype.py"):
+        metrics = {"model_tag": metrics["config"]["model_tag"], **metrics}
+        print_metrics(metrics, ["invariance_error_mean"])
+        for name, summary in [("global", metrics["global_sensitivity"]), *metrics["by_flip_type"].items()]:
+            print(f"  {name:>8}: gap_mean={summary['gap_mean']}, pos_rate={summary['pos_rate']}, count={summary['count']}")
+        all_metrics.append(metrics)
+    write_metric_file(f"{output_base(args)}__LGIP_fliptypes.metrics.json", all_metrics)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,72 @@
+"""Perturbed JSONL x models -> LGIP metrics: invariance error (how far a paraphrase's
+score moves from the caption's) and sensitivity gap and positive rate (how far, and
+how often, a one-word flip scores below the caption).
+
+Writes `<input stem>__LGIP_<model_tag>.metrics.json` per model and
+`<input stem>__LGIP_ALL.metrics.json` (a list), with the release's keys plus 95%
+bootstrap intervals, run facts and a config block. Every unique image and text is
+encoded once per model, through the embedding cache shared by all scripts.
+"""
+import os
+
+from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, gap_summary, mean_or_none,
+                         output_base, print_metrics, record_ids, run_cli, string_list, write_metric_file)
+
+_DIR = os.path.dirname(os.path.abspath(__file__))
+JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_perturb.jsonl")
+MODELS = list(PAPER_MODELS)
+DEVICE = "auto"
+PRECISION = "fp32"
+BATCH_SIZE = 32  # images per batch
+TEXT_BATCH_SIZE = 256
+WORKERS = default_workers()
+BOOTSTRAP = 1000  # resamples of images for the 95% intervals
+SEED = 0
+HEADLINE = ["invariance_error_mean", "sensitivity_gap_mean", "sensitivity_pos_rate"]
+
+
+def variant_groups(record, index, path, line_no):
+    """Paraphrases and flips of caption `index`, each list one release encode call."""
+    same = [(text, "same") for text in string_list(record, "same_caps", index, path, line_no)]
+    diff = [(text, "diff") for text in string_list(record, "diff_caps", index, path, line_no)]
+    return [same, diff]
+
+
+def lgip_metrics(scores, bootstrap):
+    """The release's metrics, pooled over pairs, with bootstrap intervals."""
+    plan = scores.plan
+    same = plan.pairs_of("same") & scores.pair_valid
+    diff = plan.pairs_of("diff") & scores.pair_valid
+    invariance = abs(scores.pair_base[same] - scores.pair_score[same])
+    gaps = scores.pair_base[diff] - scores.pair_score[diff]
+    bootstrap.add("invariance_error_mean", invariance, record_ids(scores, same))
+    bootstrap.add("sensitivity_gap_mean", gaps, record_ids(scores, diff))
+    bootstrap.add("sensitivity_pos_rate", gaps > 0, record_ids(scores, diff))
+    sensitivity = gap_summary(gaps)
+    return {
+        "num_samples": scores.num_samples(),
+        "num_invariance_pairs": int(same.sum()),
+        "num_sensitivity_pairs": int(diff.sum()),
+        "invariance_error_mean": mean_or_none(invariance),  # lower is better
+        "sensitivity_gap_mean": sensitivity["gap_mean"],  # higher is better
+        "sensitivity_pos_rate": sensitivity["pos_rate"],  # share of flips scored below the caption
+    }
+
+
+def main():
+    parser = evaluation_arguments(__doc__, {
+        "input": JSONL_PATH, "models": MODELS, "device": DEVICE, "precision": PRECISION, "batch_size": BATCH_SIZE,
+        "text_batch_size": TEXT_BATCH_SIZE, "workers": WORKERS, "bootstrap": BOOTSTRAP, "seed": SEED})
+    args = parser.parse_args()
+    base = output_base(args)
+    all_metrics = []
+    for metrics in evaluate(args, variant_groups, lgip_metrics, "run_lgip_multi.py"):
+        metrics = {"model_tag": metrics["config"]["model_tag"], **metrics}
+        print_metrics(metrics, HEADLINE)
+        write_metric_file(f"{base}__LGIP_{metrics['model_tag']}.metrics.json", metrics)
+        all_metrics.append(metrics)
+    write_metric_file(f"{base}__LGIP_ALL.metrics.json", all_metrics)
+
+
+if __name__ == "__main__":
+    run_cli(main)
