@@ -183,9 +183,18 @@ class ModelSpec:
             if self.pretrained:
                 parts.append(_readable(self.pretrained))
             return "_".join(parts)
-        lowered = self.name.lower()
+        lowered = self.name.lower() + _local_model_type(self.name)
         family = "siglip2" if "siglip2" in lowered else "siglip" if "siglip" in lowered else "clip" if "clip" in lowered else "hf"
         return f"{family}_{_readable(self.name)}"
+
+
+def _local_model_type(folder: str) -> str:
+    """The `model_type` in a local transformers folder's config.json ("" otherwise)."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            return " " + str(json.load(handle).get("model_type", ""))
+    except (OSError, ValueError):
+        return ""
 
 
 def _readable(text: str) -> str:
@@ -803,20 +812,21 @@ def encode_images(model: VisionLanguageModel, paths: List[str], store: ShardStor
             keys.append(image_key(path))
         except OSError:
             keys.append(None)  # missing: the loader reports why
-    todo = [i for i, key in enumerate(keys) if key is None or key not in store.rows]
+    # Batches are cut from the full list, so an image is always encoded beside the same
+    # images whatever the cache holds: a resumed run reproduces a clean one bit for bit.
+    batches = [list(range(start, min(start + batch_size, len(paths)))) for start in range(0, len(paths), batch_size)]
+    batches = [batch for batch in batches if any(keys[i] is None or keys[i] not in store.rows for i in batch)]
     failures: Dict[int, str] = {}
-    if todo:
-        loader = torch.utils.data.DataLoader(_ImageFiles([paths[i] for i in todo], model.image_transform),
-                                             batch_size=batch_size, num_workers=workers, collate_fn=_collate_images)
-        with tqdm(total=len(todo), desc=f"images [{model.spec.spec}]", unit="img", disable=not progress,
+    if batches:
+        loader = torch.utils.data.DataLoader(_ImageFiles(paths, model.image_transform), batch_sampler=batches,
+                                             num_workers=workers, collate_fn=_collate_images)
+        with tqdm(total=sum(map(len, batches)), desc=f"images [{model.spec.spec}]", unit="img", disable=not progress,
                   dynamic_ncols=True) as bar:
-            for local_indices, pixels, failed in loader:
-                for local, reason in failed:
-                    failures[todo[local]] = reason
+            for indices, pixels, failed in loader:
+                failures.update(failed)
                 if pixels is not None:
-                    embeddings = model.encode_images(pixels).numpy()
-                    store.add([keys[todo[local]] for local in local_indices], embeddings)
-                bar.update(len(local_indices) + len(failed))
+                    store.add([keys[i] for i in indices], model.encode_images(pixels).numpy())
+                bar.update(len(indices) + len(failed))
         store.flush()
     dim = next(iter(store.rows.values())).shape[0] if store.rows else 1
     matrix = np.full((len(paths), dim), np.nan, dtype=np.float32)
@@ -853,32 +863,30 @@ def encode_text_units(model: VisionLanguageModel, texts: List[str], tokens: Toke
     from tqdm import tqdm
 
     keys = [text_key(texts[t], int(w)) for t, w in zip(unit_text.tolist(), unit_width.tolist())]
-    todo = np.array([u for u, key in enumerate(keys) if key not in store.rows], dtype=np.int64)
-    if len(todo):
-        order = np.lexsort((tokens.lengths[unit_text[todo]], unit_width[todo]))
-        todo = todo[order]
-        with tqdm(total=len(todo), desc=f"texts  [{model.spec.spec}]", unit="txt", disable=not progress,
+    # Batches are cut from all units in a fixed order (width, then token length), so a
+    # text is always encoded beside the same texts: cached batches are skipped and a
+    # resumed run reproduces a clean one bit for bit.
+    order = np.lexsort((np.arange(len(keys)), tokens.lengths[unit_text], unit_width))
+    batches, start = [], 0
+    while start < len(order):
+        stop = min(start + batch_size, len(order))
+        other_width = np.flatnonzero(unit_width[order[start:stop]] != unit_width[order[start]])
+        stop = start + other_width[0] if len(other_width) else stop
+        batches.append(order[start:stop])
+        start = stop
+    batches = [batch for batch in batches if any(keys[u] not in store.rows for u in batch)]
+    if batches:
+        with tqdm(total=sum(map(len, batches)), desc=f"texts  [{model.spec.spec}]", unit="txt", disable=not progress,
                   dynamic_ncols=True) as bar:
-            start = 0
-            while start < len(todo):
-                width = unit_width[todo[start]]
-                stop = min(start + batch_size, len(todo))
-                same_width = np.flatnonzero(unit_width[todo[start:stop]] != width)
-                stop = start + same_width[0] if len(same_width) else stop
-                batch = todo[start:stop]
+            for batch in batches:
                 rows = unit_text[batch]
                 lengths = tokens.lengths[rows]
-                if width:
-                    cut = int(width)
-                elif model.trims_padding:
-                    cut = int(lengths.max())
-                else:
-                    cut = tokens.ids.shape[1]
-                ids = torch.from_numpy(tokens.ids[rows, :cut].astype(np.int64))
-                embeddings = model.encode_tokens(ids, lengths).numpy()
-                store.add([keys[u] for u in batch], embeddings)
+                width = int(unit_width[batch[0]])
+                if not width:
+                    width = int(lengths.max()) if model.trims_padding else tokens.ids.shape[1]
+                ids = torch.from_numpy(tokens.ids[rows, :width].astype(np.int64))
+                store.add([keys[u] for u in batch], model.encode_tokens(ids, lengths).numpy())
                 bar.update(len(batch))
-                start = stop
         store.flush()
     return np.stack([store.rows[key] for key in keys]) if keys else np.zeros((0, 1), np.float32)
 

@@ -4,10 +4,9 @@ import json
 import os
 
 import pytest
+import torch
 
 from tests.tiny_models import CAPTIONS, build_tiny_openclip, build_tiny_siglip, draw_images, write_records
-
-torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
