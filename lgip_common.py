@@ -541,6 +541,7 @@ class PairPlan:
 
         self.images: List[str] = []
         self.image_lines: List[int] = []
+        self.record_image_id: List[str] = []  # the record's `image_id`, for per-pair dumps
         self._image_index: Dict[str, int] = {}
         self.texts: List[str] = []
         self._text_index: Dict[str, int] = {}
@@ -572,7 +573,8 @@ class PairPlan:
             self.kinds.append(kind)
         return code
 
-    def add_record(self, line_no: int, image_path: str, captions: List[str], groups_per_caption: List[VariantGroups]):
+    def add_record(self, line_no: int, image_path: str, captions: List[str], groups_per_caption: List[VariantGroups],
+                   image_id: Any = None):
         image = self._image_index.get(image_path)
         if image is None:
             image = self._image_index[image_path] = len(self.images)
@@ -581,6 +583,7 @@ class PairPlan:
         record = len(self.record_image)
         self.record_image.append(image)
         self.record_line.append(line_no)
+        self.record_image_id.append("" if image_id is None else str(image_id))
         caption_group = self._new_group()
         for index, (caption, groups) in enumerate(zip(captions, groups_per_caption)):
             caption_row = len(self.caption_record)
@@ -646,7 +649,7 @@ def build_plan(jsonl_path: str, variant_groups: Callable[[Dict[str, Any], str, s
             raise InputError(f"{where(jsonl_path, line_no)}: record has no 'image_path' string")
         captions = check_captions(record, jsonl_path, line_no)
         groups = [variant_groups(record, str(index), jsonl_path, line_no) for index in range(len(captions))]
-        plan.add_record(line_no, resolve_image_path(image_path, jsonl_path), captions, groups)
+        plan.add_record(line_no, resolve_image_path(image_path, jsonl_path), captions, groups, record.get("image_id"))
     return plan.finish()
 
 
@@ -1083,6 +1086,123 @@ def run_facts(scores: Scores, paraphrase_mask) -> Dict[str, Any]:
     }
 
 
+RETRIEVAL_KS = (1, 5, 10)
+
+
+def retrieval_recalls(scores: Scores, ks: Sequence[int] = RETRIEVAL_KS, max_chunk_cells: int = 1 << 25) -> Dict[str, Any]:
+    """Standard retrieval over the evaluated images and their original captions:
+    image->text recall@k (a hit when any of the image's captions ranks in the top k) and
+    text->image recall@k (a hit when the caption's own image does). A candidate counts
+    above the ground truth only when it scores strictly higher. Computed in chunks from
+    the embeddings, so memory stays bounded."""
+    import numpy as np
+
+    plan = scores.plan
+    valid_captions = np.flatnonzero(scores.record_valid[plan.caption_record])
+    if not len(valid_captions):
+        return {}
+    compact = np.cumsum(scores.record_valid) - 1
+    caption_owner = compact[plan.caption_record[valid_captions]]
+    caption_embeddings = scores.text_embeddings[scores.caption_unit[valid_captions]]
+    image_embeddings = scores.image_embeddings[plan.record_image[scores.record_valid]]
+    own_score = scores.caption_score[valid_captions]
+    best_own = np.full(len(image_embeddings), -np.inf, dtype=np.float32)
+    np.maximum.at(best_own, caption_owner, own_score)
+
+    def ranks(queries, candidates, truth):
+        out = np.empty(len(queries), dtype=np.int64)
+        step = max(1, max_chunk_cells // max(1, len(candidates)))
+        for start in range(0, len(queries), step):
+            similarity = queries[start:start + step] @ candidates.T
+            out[start:start + step] = (similarity > truth[start:start + step, None]).sum(axis=1)
+        return out
+
+    image_ranks = ranks(image_embeddings, caption_embeddings, best_own)
+    text_ranks = ranks(caption_embeddings, image_embeddings, own_score)
+    return {
+        "image_to_text": {f"R@{k}": float((image_ranks < k).mean()) for k in ks},
+        "text_to_image": {f"R@{k}": float((text_ranks < k).mean()) for k in ks},
+        "num_images": int(len(image_embeddings)), "num_captions": int(len(caption_embeddings)),
+    }
+
+
+class PairDump:
+    """`--dump-pairs PATH`: one row per scored pair, for every model of the run, in one
+    file: CSV (gzip when PATH ends in .gz) or Parquet (PATH ends in .parquet; needs
+    pyarrow). Written to a temporary file and renamed when the run completes."""
+
+    COLUMNS = ["model_tag", "line", "image_id", "image_path", "caption_index", "caption", "variant_kind",
+               "variant_text", "base_score", "variant_score", "gap"]
+
+    def __init__(self, path: str):
+        self.path = path
+        self.parquet = path.endswith(".parquet")
+        if self.parquet:
+            import importlib.util
+
+            if importlib.util.find_spec("pyarrow") is None:
+                raise InputError(f"--dump-pairs {path}: Parquet needs pyarrow (pip install pyarrow); "
+                                 f"or name a .csv or .csv.gz file")
+        self._stack = contextlib.ExitStack()
+        self._writer = None
+
+    def __enter__(self):
+        import csv
+        import gzip
+
+        handle = self._stack.enter_context(atomic_output(self.path, "wb"))
+        if self.parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            types = [pa.string(), pa.int64(), pa.string(), pa.string(), pa.int64(), pa.string(), pa.string(),
+                     pa.string(), pa.float32(), pa.float32(), pa.float32()]
+            self._schema = pa.schema(list(zip(self.COLUMNS, types)))
+            self._writer = self._stack.enter_context(pq.ParquetWriter(handle, self._schema))
+        else:
+            binary = self._stack.enter_context(gzip.GzipFile(fileobj=handle, mode="wb", mtime=0)) \
+                if self.path.endswith(".gz") else handle
+            import io
+
+            text = self._stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8", newline=""))
+            self._writer = csv.writer(text)
+            self._writer.writerow(self.COLUMNS)
+        return self
+
+    def __exit__(self, *exc_info):
+        return self._stack.__exit__(*exc_info)
+
+    def write(self, scores: Scores, model_tag: str) -> int:
+        """Append the model's valid pairs; returns how many rows were written."""
+        import numpy as np
+
+        plan = scores.plan
+        pairs = np.flatnonzero(scores.pair_valid)
+        records = scores.pair_record[pairs]
+        captions = plan.pair_caption[pairs]
+        texts = np.asarray(plan.texts, dtype=object)
+        columns = {
+            "model_tag": np.full(len(pairs), model_tag, dtype=object),
+            "line": plan.record_line[records],
+            "image_id": np.asarray(plan.record_image_id, dtype=object)[records],
+            "image_path": np.asarray(plan.images, dtype=object)[plan.record_image[records]],
+            "caption_index": plan.caption_index[captions],
+            "caption": texts[plan.caption_text[captions]],
+            "variant_kind": np.asarray(plan.kinds, dtype=object)[plan.pair_kind[pairs]],
+            "variant_text": texts[plan.pair_text[pairs]],
+            "base_score": scores.pair_base[pairs],
+            "variant_score": scores.pair_score[pairs],
+            "gap": scores.pair_base[pairs] - scores.pair_score[pairs],
+        }
+        if self.parquet:
+            import pyarrow as pa
+
+            self._writer.write_table(pa.table({name: columns[name] for name in self.COLUMNS}, schema=self._schema))
+        else:
+            self._writer.writerows(zip(*(columns[name].tolist() for name in self.COLUMNS)))
+        return len(pairs)
+
+
 # ---------------------------------------------------------------------------
 # The shared command line and the per-model loop of the evaluation scripts
 # ---------------------------------------------------------------------------
@@ -1119,6 +1239,9 @@ def evaluation_arguments(description: str, defaults: Dict[str, Any]) -> argparse
                         help="bootstrap resamples of images for 95%% intervals; 0 turns them off (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults["seed"], help="bootstrap seed (default: %(default)s)")
     parser.add_argument("--strict", action="store_true", help="a missing or undecodable image is an error, not a skip")
+    parser.add_argument("--dump-pairs", default=None, metavar="PATH",
+                        help="also write one row per scored pair (image, caption, variant, scores, gap) for every "
+                             "model: CSV, gzip-compressed when PATH ends in .gz, Parquet when it ends in .parquet")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -1157,32 +1280,44 @@ def evaluate(args, variant_groups, compute_metrics, script: str):
     input_sha256 = file_sha256(args.input)
     read_seconds = time.perf_counter() - started
     device = resolve_device(args.device)
-    for spec in specs:
-        timings = {"read_input": read_seconds}
+    with (PairDump(args.dump_pairs) if args.dump_pairs else contextlib.nullcontext()) as dump:
+        for spec in specs:
+            yield evaluate_model(args, spec, plan, device, read_seconds, input_sha256, compute_metrics, script, dump)
+    if args.dump_pairs:
+        print(f"wrote {args.dump_pairs} (one row per scored pair)")
+
+
+def evaluate_model(args, spec: ModelSpec, plan: PairPlan, device: str, read_seconds: float, input_sha256: str,
+                   compute_metrics, script: str, dump: Optional[PairDump]) -> Dict[str, Any]:
+    """One model's metric dict: load, encode through the cache, score, measure."""
+    timings = {"read_input": read_seconds}
+    started = time.perf_counter()
+    model = load_model(spec, device, args.precision, args.siglip_padding)
+    timings["load_model"] = time.perf_counter() - started
+    scores = score_plan(model, plan, None if args.no_cache else args.cache_dir, args.batch_size,
+                        args.text_batch_size, args.workers, args.cache_shard_rows, timings, not args.quiet)
+    if scores.failures:
+        first_index, first_reason = sorted(scores.failures.items())[0]
+        message = (f"{where(args.input, plan.image_lines[first_index])}: image {plan.images[first_index]} "
+                   f"could not be read ({first_reason})")
+        if args.strict:
+            raise InputError(message + f"; {len(scores.failures)} image(s) failed in all")
+        print(f"warning: {message}; {len(scores.failures)} image(s) skipped with their records "
+              f"(--strict makes this an error)", file=sys.stderr)
+    if not scores.record_valid.any():
+        raise InputError(f"{args.input}: no record has a readable image and a caption")
+    started = time.perf_counter()
+    bootstrap = Bootstrap(scores.num_samples(), args.bootstrap, args.seed)
+    metrics = {"model_tag": spec.tag, **compute_metrics(scores, bootstrap)}
+    metrics["ci95"] = bootstrap.intervals()
+    metrics.update(run_facts(scores, plan.pairs_of("same")))
+    timings["metrics"] = time.perf_counter() - started
+    if dump is not None:
         started = time.perf_counter()
-        model = load_model(spec, device, args.precision, args.siglip_padding)
-        timings["load_model"] = time.perf_counter() - started
-        scores = score_plan(model, plan, None if args.no_cache else args.cache_dir, args.batch_size,
-                            args.text_batch_size, args.workers, args.cache_shard_rows, timings, not args.quiet)
-        if scores.failures:
-            first_index, first_reason = sorted(scores.failures.items())[0]
-            message = (f"{where(args.input, plan.image_lines[first_index])}: image {plan.images[first_index]} "
-                       f"could not be read ({first_reason})")
-            if args.strict:
-                raise InputError(message + f"; {len(scores.failures)} image(s) failed in all")
-            print(f"warning: {message}; {len(scores.failures)} image(s) skipped with their records "
-                  f"(--strict makes this an error)", file=sys.stderr)
-        if not scores.record_valid.any():
-            raise InputError(f"{args.input}: no record has a readable image and a caption")
-        started = time.perf_counter()
-        bootstrap = Bootstrap(scores.num_samples(), args.bootstrap, args.seed)
-        metrics = compute_metrics(scores, bootstrap)
-        metrics["ci95"] = bootstrap.intervals()
-        metrics.update(run_facts(scores, scores.plan.pairs_of("same")))
-        timings["metrics"] = time.perf_counter() - started
-        metrics["config"] = run_config(args, model, input_sha256, timings, script)
-        yield metrics
-        del model, scores
+        dump.write(scores, spec.tag)
+        timings["dump_pairs"] = time.perf_counter() - started
+    metrics["config"] = run_config(args, model, input_sha256, timings, script)
+    return metrics
 
 
 def print_metrics(metrics: Dict[str, Any], keys: Sequence[str]) -> None:

@@ -160,7 +160,6 @@ def main():
     args = parser.parse_args()
     all_results = []
     for result in evaluate(args, variant_groups, strength_analysis, "rebuttal_enhanced_lgip_by_transformation.py"):
-        result = {"model_tag": result["config"]["model_tag"], **result}
         print_metrics(result, ["global_invariance_error_mean", "paraphrase_simple_inv_error_mean",
                                "paraphrase_advanced_inv_error_mean"])
         sensitivity, strength = result["global_sensitivity"], result["global_strength"]

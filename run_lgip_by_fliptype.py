@@ -69,7 +69,6 @@ def main():
     args = parser.parse_args()
     all_metrics = []
     for metrics in evaluate(args, variant_groups, fliptype_metrics, "run_lgip_by_fliptype.py"):
-        metrics = {"model_tag": metrics["config"]["model_tag"], **metrics}
         print_metrics(metrics, ["invariance_error_mean"])
         for name, summary in [("global", metrics["global_sensitivity"]), *metrics["by_flip_type"].items()]:
             print(f"  {name:>8}: gap_mean={summary['gap_mean']}, pos_rate={summary['pos_rate']}, count={summary['count']}")

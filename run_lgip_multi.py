@@ -4,13 +4,14 @@ how often, a one-word flip scores below the caption).
 
 Writes `<input stem>__LGIP_<model_tag>.metrics.json` per model and
 `<input stem>__LGIP_ALL.metrics.json` (a list), with the release's keys plus 95%
-bootstrap intervals, run facts and a config block. Every unique image and text is
+bootstrap intervals, standard image<->text retrieval recall@1/5/10 over the same
+images and original captions, run facts and a config block. Every unique image and text is
 encoded once per model, through the embedding cache shared by all scripts.
 """
 import os
 
 from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, gap_summary, mean_or_none,
-                         output_base, print_metrics, record_ids, run_cli, string_list, write_metric_file)
+                         output_base, print_metrics, record_ids, retrieval_recalls, run_cli, string_list, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_perturb.jsonl")
@@ -50,6 +51,7 @@ def lgip_metrics(scores, bootstrap):
         "invariance_error_mean": mean_or_none(invariance),  # lower is better
         "sensitivity_gap_mean": sensitivity["gap_mean"],  # higher is better
         "sensitivity_pos_rate": sensitivity["pos_rate"],  # share of flips scored below the caption
+        "retrieval": retrieval_recalls(scores),  # standard R@k beside LGIP, over the same images and captions
     }
 
 
@@ -61,8 +63,10 @@ def main():
     base = output_base(args)
     all_metrics = []
     for metrics in evaluate(args, variant_groups, lgip_metrics, "run_lgip_multi.py"):
-        metrics = {"model_tag": metrics["config"]["model_tag"], **metrics}
         print_metrics(metrics, HEADLINE)
+        retrieval = metrics["retrieval"]
+        print(f"  retrieval R@1/5/10: image->text {'/'.join(f'{v:.3f}' for v in retrieval['image_to_text'].values())}, "
+              f"text->image {'/'.join(f'{v:.3f}' for v in retrieval['text_to_image'].values())}")
         write_metric_file(f"{base}__LGIP_{metrics['model_tag']}.metrics.json", metrics)
         all_metrics.append(metrics)
     write_metric_file(f"{base}__LGIP_ALL.metrics.json", all_metrics)
