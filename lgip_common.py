@@ -1102,23 +1102,31 @@ def retrieval_recalls(scores: Scores, ks: Sequence[int] = RETRIEVAL_KS, max_chun
     if not len(valid_captions):
         return {}
     compact = np.cumsum(scores.record_valid) - 1
-    caption_owner = compact[plan.caption_record[valid_captions]]
+    caption_owner = compact[plan.caption_record[valid_captions]]  # ascending: a record's captions are contiguous
     caption_embeddings = scores.text_embeddings[scores.caption_unit[valid_captions]]
     image_embeddings = scores.image_embeddings[plan.record_image[scores.record_valid]]
-    own_score = scores.caption_score[valid_captions]
-    best_own = np.full(len(image_embeddings), -np.inf, dtype=np.float32)
-    np.maximum.at(best_own, caption_owner, own_score)
+    first_caption = np.searchsorted(caption_owner, np.arange(len(image_embeddings)))
 
-    def ranks(queries, candidates, truth):
+    def ranks(queries, candidates, truth_of):
+        """How many candidates score strictly above each query's ground truth, the truth
+        read from the same similarity matrix (so a candidate never beats itself)."""
         out = np.empty(len(queries), dtype=np.int64)
         step = max(1, max_chunk_cells // max(1, len(candidates)))
         for start in range(0, len(queries), step):
             similarity = queries[start:start + step] @ candidates.T
-            out[start:start + step] = (similarity > truth[start:start + step, None]).sum(axis=1)
+            truth = truth_of(similarity, np.arange(start, start + len(similarity)))
+            out[start:start + step] = (similarity > truth[:, None]).sum(axis=1)
         return out
 
-    image_ranks = ranks(image_embeddings, caption_embeddings, best_own)
-    text_ranks = ranks(caption_embeddings, image_embeddings, own_score)
+    def best_own_caption(similarity, images):
+        per_record = np.maximum.reduceat(similarity, first_caption, axis=1)
+        return per_record[np.arange(len(images)), images]
+
+    def own_image(similarity, captions):
+        return similarity[np.arange(len(captions)), caption_owner[captions]]
+
+    image_ranks = ranks(image_embeddings, caption_embeddings, best_own_caption)
+    text_ranks = ranks(caption_embeddings, image_embeddings, own_image)
     return {
         "image_to_text": {f"R@{k}": float((image_ranks < k).mean()) for k in ks},
         "text_to_image": {f"R@{k}": float((text_ranks < k).mean()) for k in ks},
