@@ -262,9 +262,8 @@ def weights_fingerprint(module) -> str:
             flat = tensor.detach().reshape(-1)
             digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
             if flat.numel():
-                as_float = flat.double() if flat.is_floating_point() else flat.to(torch.float64)
-                edge = torch.cat([as_float[:64], as_float[-64:]]).cpu().numpy().tobytes()
-                digest.update(edge + repr(float(as_float.sum())).encode())
+                edge = torch.cat([flat[:64], flat[-64:]]).to(torch.float64).cpu().numpy().tobytes()
+                digest.update(edge + repr(float(flat.sum(dtype=torch.float64))).encode())
     return digest.hexdigest()[:32]
 
 
@@ -432,7 +431,7 @@ class HFModel(VisionLanguageModel):
             model = AutoModel.from_pretrained(spec.name)
             self.tokenizer = AutoTokenizer.from_pretrained(spec.name)
             self.image_processor = AutoImageProcessor.from_pretrained(spec.name)
-        except (OSError, ValueError, EnvironmentError) as err:
+        except (OSError, ValueError) as err:
             raise InputError(f"model {spec.spec}: transformers could not load it: {err}") from None
         self.model = model.to(device=device, dtype=_torch_dtype(precision)).eval()
         text_config = getattr(model.config, "text_config", model.config)
@@ -963,6 +962,10 @@ def score_plan(model: VisionLanguageModel, plan: PairPlan, cache_dir: Optional[s
     image_store = ShardStore(folder, "images", shard_rows)
     image_embeddings, failures = encode_images(model, plan.images, image_store, batch_size, workers, progress)
     timings["images"] = time.perf_counter() - started
+    if plan.images and len(failures) == len(plan.images):
+        first_index, first_reason = min(failures.items())
+        raise InputError(f"{plan.images[first_index]}: none of the {len(plan.images)} images could be read "
+                         f"(first: {first_reason}); is image_path relative to the JSONL's folder?")
 
     started = time.perf_counter()
     tokens = tokenize_all(model, plan.texts, progress=progress)
@@ -1075,7 +1078,7 @@ def run_facts(scores: Scores, paraphrase_mask) -> Dict[str, Any]:
 
     plan = scores.plan
     skipped = sorted(scores.failures.items())
-    used_texts = np.unique(np.concatenate([plan.caption_text[np.repeat(scores.record_valid, 1)[plan.caption_record]],
+    used_texts = np.unique(np.concatenate([plan.caption_text[scores.record_valid[plan.caption_record]],
                                            plan.pair_text[scores.pair_valid]]))
     return {
         "num_skipped_images": len(skipped),

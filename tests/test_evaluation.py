@@ -367,6 +367,7 @@ def test_missing_image_is_skipped_and_counted_or_an_error_with_strict(tiny, tmp_
     (b'{"orig_captions": ["a dog"]}\n', ":1: record has no 'image_path'"),
     (b'{"image_path": "a.jpg", "orig_captions": ["a dog"], "same_caps": {"0": "a cat"}}\n', "'same_caps'['0'] must be a list"),
     (b"", "holds no records"),
+    (b'{"image_path": "a.jpg", "orig_captions": ["a dog"]}\n', "none of the 1 images could be read"),
 ])
 def test_bad_jsonl_is_one_clear_error(tiny, tmp_path, content, expected):
     path = tmp_path / "bad.jsonl"
