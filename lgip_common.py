@@ -678,15 +678,15 @@ class ShardStore:
     read or whose digest does not match is deleted with a warning and its rows are
     encoded again."""
 
-    def __init__(self, folder: Optional[str], kind: str, shard_rows: int):
+    def __init__(self, folder: Optional[str], kind: str, shard_rows: int, settings: Optional[Dict[str, Any]] = None):
         import numpy as np
 
-        self.folder, self.kind, self.shard_rows = folder, kind, shard_rows
+        self.folder, self.kind, self.shard_rows, self.settings = folder, kind, shard_rows, settings
         self.rows: Dict[str, Any] = {}
         self._pending_keys: List[str] = []
         self._pending_rows: List[Any] = []
         self.damaged = 0
-        if folder is None:
+        if folder is None or not os.path.isdir(folder):
             return
         for name in sorted(os.listdir(folder)):
             if not (name.startswith(kind + "-") and name.endswith(".npz")):
@@ -734,24 +734,24 @@ class ShardStore:
             return
         keys = np.asarray(self._pending_keys)
         embeddings = np.concatenate(self._pending_rows).astype(np.float32)
+        settings_path = os.path.join(self.folder, "settings.json")
+        if self.settings is not None and not os.path.exists(settings_path):  # created on first write only
+            write_json(settings_path, self.settings)
         path = os.path.join(self.folder, f"{self.kind}-{time.time_ns()}-{os.getpid()}.npz")
         with atomic_output(path, "wb") as handle:
             np.savez(handle, keys=keys, embeddings=embeddings, digest=np.asarray(self._digest(keys, embeddings)))
         self._pending_keys, self._pending_rows = [], []
 
 
-def cache_folder(cache_dir: Optional[str], model_tag: str, settings: Dict[str, Any]) -> Optional[str]:
-    """The folder for one model's embeddings under everything that changes them; None
-    when caching is off. Writes `settings.json` there so a person can see what it holds."""
+def cache_folder(cache_dir: Optional[str], model_tag: str, settings: Dict[str, Any]):
+    """(folder, keyed settings) for one model's embeddings under everything that changes
+    them; (None, None) when caching is off. The folder is made by the first shard
+    written, with `settings.json` there so a person can see what it holds."""
     if cache_dir is None:
-        return None
+        return None, None
     keyed = {"cache_format": CACHE_FORMAT, "settings": settings, "versions": library_versions()}
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    folder = os.path.join(cache_dir, f"{model_tag}-{key}")
-    os.makedirs(folder, exist_ok=True)
-    if not os.path.exists(os.path.join(folder, "settings.json")):
-        write_json(os.path.join(folder, "settings.json"), keyed)
-    return folder
+    return os.path.join(cache_dir, f"{model_tag}-{key}"), keyed
 
 
 def text_key(text: str, pad_width: int) -> str:
@@ -957,9 +957,9 @@ def score_plan(model: VisionLanguageModel, plan: PairPlan, cache_dir: Optional[s
     """Encode what the plan needs (through the cache) and score every caption and pair."""
     import numpy as np
 
-    folder = cache_folder(cache_dir, model.spec.tag, {**model.settings(), "device": model.device.split(":")[0]})
+    folder, keyed_settings = cache_folder(cache_dir, model.spec.tag, {**model.settings(), "device": model.device.split(":")[0]})
     started = time.perf_counter()
-    image_store = ShardStore(folder, "images", shard_rows)
+    image_store = ShardStore(folder, "images", shard_rows, keyed_settings)
     image_embeddings, failures = encode_images(model, plan.images, image_store, batch_size, workers, progress)
     timings["images"] = time.perf_counter() - started
     if plan.images and len(failures) == len(plan.images):
@@ -971,7 +971,7 @@ def score_plan(model: VisionLanguageModel, plan: PairPlan, cache_dir: Optional[s
     tokens = tokenize_all(model, plan.texts, progress=progress)
     longest = getattr(model, "padding", "max_length") == "longest"
     caption_unit, pair_unit, unit_text, unit_width = text_units(plan, tokens, longest)
-    text_store = ShardStore(folder, "texts", shard_rows)
+    text_store = ShardStore(folder, "texts", shard_rows, keyed_settings)
     text_embeddings = encode_text_units(model, plan.texts, tokens, unit_text, unit_width, text_store,
                                         text_batch_size, progress)
     timings["texts"] = time.perf_counter() - started
