@@ -448,7 +448,8 @@ class HFModel(VisionLanguageModel):
     def settings(self):
         return {
             "backend": self.backend, "spec": self.spec.spec, "model_type": self.model.config.model_type,
-            "weights_fingerprint": self.weights, "image_preprocess": repr(self.image_processor.to_dict()),
+            "weights_fingerprint": self.weights, "image_processor": type(self.image_processor).__name__,
+            "image_preprocess": repr(self.image_processor.to_dict()),
             "tokenizer": type(self.tokenizer).__name__, "max_length": self.max_length, "padding": self.padding,
             "attention_mask": self.uses_attention_mask, "precision": self.precision,
         }
