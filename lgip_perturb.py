@@ -1,23 +1,26 @@
 """The perturbation rules the three LGIP generators share, and the streaming loop that
 applies them to a base JSONL.
 
-The "paper" rules reproduce the paper's public release exactly, draw for draw: given
-the same base file and seed, `diff_gen_caption.py` and `make_perturb_with_fliptypes.py`
-write the release's files byte for byte. Randomness always comes from a
-`random.Random` the caller seeds once per run; its draws match the release's seeded
-global `random` call for call.
+The "paper" rules (the default) reproduce the paper's public release exactly, draw for
+draw: given the same base file and seed, `diff_gen_caption.py` and
+`make_perturb_with_fliptypes.py` write the release's files byte for byte. The "v2" rules
+(`--rules v2`) fix what the release's rules break in English: see the "Rules v2" section.
+Randomness always comes from a `random.Random` the caller seeds once per run; the paper
+rules' draws match the release's seeded global `random` call for call.
 
-No torch here: generating perturbations needs only the standard library.
+No torch here: the paper rules need only the standard library; v2 also uses inflect and
+lemminflect, imported on first use.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
 import time
 from collections import Counter
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from lgip_common import atomic_output, check_captions, iter_jsonl, refuse_same_path
 
@@ -160,13 +163,15 @@ def flip_one_word(caption: str, flip_type: str, rng) -> Optional[str]:
     return caption[: match.start()] + replacement + caption[match.end():]
 
 
-def typed_flips(caption: str, rng) -> List[Tuple[str, str]]:
-    """The release's flips of `caption` as (text, type), types tried colour, number,
-    object: stripped, unchanged or shorter than five characters dropped, duplicates
-    dropped keeping the first (and its type)."""
+def typed_flips(caption: str, rng,
+                flip: Callable[[str, str, Any], Optional[str]] = flip_one_word) -> List[Tuple[str, str]]:
+    """The flips of `caption` as (text, type), types tried colour, number, object, each
+    made by `flip(caption, type, rng)` (the release's `flip_one_word` by default):
+    stripped, unchanged or shorter than five characters dropped, duplicates dropped
+    keeping the first (and its type)."""
     flips = []
     for flip_type in FLIP_WORD_LISTS:
-        flipped = flip_one_word(caption, flip_type, rng)
+        flipped = flip(caption, flip_type, rng)
         if flipped is not None and flipped != caption and len(flipped.strip()) >= MIN_TEXT_CHARS:
             flips.append((flipped.strip(), flip_type))
     return _unique_keep_first(flips)
@@ -189,15 +194,838 @@ def cap_count(items: list, limit: int, rng) -> list:
     return rng.sample(items, limit) if len(items) > limit else items
 
 
-def combined_transformations(caption: str, rng, max_paraphrases: int = 5, max_items: int = 6) -> List[Dict[str, str]]:
+def combined_transformations(caption: str, rng, max_paraphrases: int = 5, max_items: int = 6,
+                             rules: Optional["RuleSet"] = None) -> List[Dict[str, str]]:
     """The rebuttal generator's paraphrase-then-flip edits: every flip of each of the
     first `max_paraphrases` enhanced paraphrases, as {"text", "combined_type":
-    "para+<type>", "intermediate_para"}; the first `max_items` are kept."""
+    "para+<type>", "intermediate_para"}; the first `max_items` are kept. `rules` (a
+    RuleSet, the paper's by default) makes the paraphrases and flips."""
+    rules = rules or PAPER_RULES
     combined = []
-    for paraphrase, _kind in enhanced_paraphrases(caption)[:max_paraphrases]:
-        for text, flip_type in typed_flips(paraphrase, rng):
+    for paraphrase, _kind in rules.enhanced_paraphrases(caption)[:max_paraphrases]:
+        for text, flip_type in rules.typed_flips(paraphrase, rng):
             combined.append({"text": text, "combined_type": f"para+{flip_type}", "intermediate_para": paraphrase})
     return combined[:max_items]
+
+
+# ===========================================================================
+# Rules v2 (--rules v2): a rule set a linguist would sign
+# ===========================================================================
+#
+# The paper's rules above stay the default and reproduce the release. v2 matches whole
+# words case-insensitively and writes each replacement in the capitalisation of the word
+# it replaces; flips keep the caption grammatical (number, a/an, is/are) and never flip
+# into something the caption already mentions; paraphrases keep the sentence well formed
+# and its meaning. A flip is a site finder, which returns the options in table order,
+# and a rewrite, which takes the chosen option: the one random draw,
+# `rng.choice(site.options)`, is separable, and the rest can be checked by hand.
+#
+# inflect writes noun forms (plural, singular) and a/an; lemminflect's dictionary says
+# what a word can be (noun, adjective, verb) and writes verb forms (participles). Both
+# are imported on first use: the paper rules never need them, and inflect takes seconds.
+
+# The 80 COCO object categories as COCO spells them, in COCO's order (it fixes the draws).
+COCO_CATEGORIES = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+]
+# COCO names that are plural nouns, with their singular (None: no countable singular).
+PLURAL_CATEGORY_NAMES: Dict[str, Optional[str]] = {"skis": "ski", "scissors": None}
+# Mass nouns among the categories: no "a ..." and no plural.
+MASS_CATEGORY_NAMES = ["broccoli"]
+# Other spellings of a category's noun, recognised in captions; replacements use COCO's.
+OBJECT_SPELLINGS = {"aeroplane": "airplane", "cellphone": "cell phone", "doughnut": "donut",
+                    "hair dryer": "hair drier", "remote control": "remote"}
+# Words always written this way, whose capitals say nothing about the caption's case.
+ACRONYMS = {"tv": "TV", "tvs": "TVs"}
+
+# The release's eleven colours and common others; a spelling variant is the same colour.
+COLORS_V2 = COLORS + ["tan", "silver", "gold", "beige"]
+COLOR_SPELLINGS = {"grey": "gray"}
+
+# Numbers: these words and the digits 1-10; "a"/"an" before a known object count as one.
+NUMBER_WORDS_V2 = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+INDEFINITE_ARTICLES = ["a", "an"]
+# Words after a counted noun that refer back to its number (`two dogs playing together`,
+# `a man holding his phone`): a number flip there keeps the noun's number (two -> three).
+NUMBER_BOUND_WORDS = ["its", "his", "her", "their", "itself", "himself", "herself", "themselves", "each other",
+                      "one another", "together", "both"]
+# Words before a noun that make it singular (for `sheep`, whose two numbers look alike).
+SINGULAR_DETERMINERS = ["a", "an", "one", "1", "this", "that", "each", "every", "another"]
+# Forms of be and have, singular -> plural. These and any other present-tense verb right
+# after a noun phrase (`sits` <-> `sit`), or between `there` and it, agree with it.
+AGREEING_VERBS = {"is": "are", "was": "were", "has": "have"}
+# Words after which `is`, `has`, ... belong to a relative clause, not to the caption's sentence.
+RELATIVE_PRONOUNS = ["that", "which", "who", "where"]
+# Pronouns that can be a caption's subject (`someone stands next to a dog`).
+SUBJECT_PRONOUNS = ["i", "you", "he", "she", "it", "we", "they", "someone", "somebody", "something", "everyone",
+                    "everybody", "nobody"]
+
+# Closed-class words: never a modifier or the head of a noun phrase, so they end one.
+FUNCTION_WORDS = [
+    "a", "an", "the", "this", "that", "these", "those", "each", "every", "some", "any", "no", "another", "other",
+    "both", "all", "many", "much", "several", "few", "more", "most", "such", "what", "which", "whose", "who",
+    "whom", "his", "her", "its", "their", "our", "my", "your", "i", "you", "he", "she", "it", "we", "they", "me",
+    "him", "us", "them", "someone", "something", "about", "above", "across", "after", "against", "along",
+    "alongside", "amid", "among", "around", "as", "at", "atop", "before", "behind", "below", "beneath", "beside",
+    "besides", "between", "beyond", "by", "down", "during", "for", "from", "in", "inside", "into", "near",
+    "next", "of", "off", "on", "onto", "out", "outside", "over", "past", "through", "toward", "towards",
+    "under", "underneath", "up", "upon", "via", "with", "within", "without", "and", "or", "but", "nor", "so",
+    "yet", "while", "because", "if", "than", "then", "though", "where", "when", "is", "are", "was", "were",
+    "be", "been", "being", "am", "has", "have", "had", "do", "does", "did", "can", "could", "will", "would",
+    "should", "may", "might", "must", "not", "there", "here", "very", "too", "also", "just", "only",
+    "together", "away",
+]
+MAX_NOUN_PHRASE_WORDS = 4  # words read after a number or a determiner to find the noun
+
+# Synonyms that mean the same thing in a caption (both ways where both hold), lower case.
+# Nouns keep their number (`couches` -> `sofas`); other words are replaced as they are.
+NOUN_SYNONYMS = {
+    "airplane": ["plane"], "plane": ["airplane"], "bicycle": ["bike"], "motorcycle": ["motorbike"],
+    "motorbike": ["motorcycle"], "couch": ["sofa"], "sofa": ["couch"], "tv": ["television"],
+    "television": ["tv"], "refrigerator": ["fridge"], "fridge": ["refrigerator"],
+    "cell phone": ["cellphone", "mobile phone"], "cellphone": ["cell phone"], "mobile phone": ["cell phone"],
+    "donut": ["doughnut"], "doughnut": ["donut"], "hair drier": ["hair dryer"], "hair dryer": ["hair drier"],
+    "photo": ["photograph"], "photograph": ["photo"], "child": ["kid"], "kid": ["child"],
+    "person": ["individual"], "automobile": ["car"], "railroad": ["railway"], "railway": ["railroad"],
+}
+WORD_SYNONYMS = {
+    "large": ["big"], "big": ["large"], "small": ["little"], "gray": ["grey"], "grey": ["gray"],
+    "next to": ["beside"], "beside": ["next to"], "near": ["close to"], "on top of": ["atop"],
+    "atop": ["on top of"], "beneath": ["underneath"], "underneath": ["beneath"],
+}
+
+# The templates and prefixes that also read right around a sentence with its own verb
+# (`A man is riding a horse` cannot follow `a photo of`); a noun phrase takes them all.
+SENTENCE_TEMPLATES = ["{}", "{} in the scene", "In this image, {}", "In the picture, {}"]
+
+# Passive rewrites of "DET subject (is|are) V-ing DET object [tail]", "DET subject V-ing
+# DET object [tail]" and "DET subject V-s DET object [tail]". A tail must start with one
+# of these prepositions (where the scene is), so it reads the same after the agent.
+PASSIVE_DETERMINERS = ["a", "an", "the"] + NUMBER_WORDS_V2
+PASSIVE_TAIL_PREPOSITIONS = ["on", "in", "at", "near", "next", "along", "across", "through", "down", "up", "over",
+                             "under", "beside", "behind", "inside", "outside", "around", "into", "onto", "from",
+                             "above", "below", "beneath", "underneath", "against", "between", "atop"]
+# The passive verb phrase for each form of the active verb (see active_verb).
+PASSIVE_VERB_PHRASES = {"progressive": "{be} being {participle}", "participle": "being {participle}",
+                        "present": "{be} {participle}"}
+# Verbs whose following noun phrase is not their object ("going the wrong way"), or whose
+# passive is not English ("a drink is being had").
+NON_PASSIVE_VERBS = ["be", "have", "get", "go", "come", "sit", "stand", "lie", "lay", "sleep", "stay", "wait",
+                     "head", "look", "face", "seem", "become", "pose", "cost", "weigh"]
+
+# A word: letters and digits, with hyphens and apostrophes inside or an apostrophe after,
+# so "red-and-white", "two-story", "dog's" and "dogs'" are one word each and never flip.
+_WORD_V2 = re.compile(r"\w+(?:['’-]\w+)*['’]?")
+_FUNCTION_WORDS = frozenset(FUNCTION_WORDS)
+_COLOR_CANONICAL = {**{color: color for color in COLORS_V2}, **COLOR_SPELLINGS}
+_PLURAL_VERBS = {plural: singular for singular, plural in AGREEING_VERBS.items()}
+
+
+class Word(NamedTuple):
+    """A word of a text: its characters, where it is, and whether only white space
+    separates it from the word before (False for the first word and after punctuation)."""
+    text: str
+    start: int
+    end: int
+    spaced: bool
+
+    @property
+    def lower(self) -> str:
+        return self.text.lower()
+
+
+Edit = Tuple[int, int, str]  # replace text[start:end] by the string
+
+
+class PhraseTable(dict):
+    """A dict whose keys are lower-case words joined by single spaces (`hot dog`), and
+    which knows how many words its longest key has."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.longest = max(len(key.split()) for key in self)
+
+
+_NUMBER_BOUND_WORDS = PhraseTable(dict.fromkeys(NUMBER_BOUND_WORDS))
+
+
+def split_words(text: str) -> List[Word]:
+    """The words of `text`, in order."""
+    words: List[Word] = []
+    for match in _WORD_V2.finditer(text):
+        spaced = bool(words) and text[words[-1].end:match.start()].isspace()
+        words.append(Word(match.group(), match.start(), match.end(), spaced))
+    return words
+
+
+def apply_edits(text: str, edits: List[Edit]) -> str:
+    """`text` with every (start, end, replacement) applied; spans must not overlap."""
+    for start, end, replacement in sorted(edits, reverse=True):
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def next_word(words: List[Word], index: int) -> Optional[Word]:
+    """The word after words[index] when only white space separates them, else None."""
+    return words[index + 1] if index + 1 < len(words) and words[index + 1].spaced else None
+
+
+def previous_word(words: List[Word], index: int) -> Optional[Word]:
+    """The word before words[index] when only white space separates them, else None."""
+    return words[index - 1] if index > 0 and words[index].spaced else None
+
+
+def phrase_at(words: List[Word], index: int, table: PhraseTable) -> Optional[Tuple[int, str]]:
+    """The longest key of `table` that the words from `index` spell with only white
+    space between them, as (index of its last word, key)."""
+    for count in range(min(table.longest, len(words) - index), 0, -1):
+        span = words[index:index + count]
+        key = " ".join(word.lower for word in span)
+        if key in table and all(word.spaced for word in span[1:]):
+            return index + count - 1, key
+    return None
+
+
+def phrase_matches(words: List[Word], table: PhraseTable) -> List[Tuple[int, int, str]]:
+    """Every place a key of `table` is spelled, left to right, longest first, without
+    overlap: (first word, last word, key)."""
+    matches = []
+    index = 0
+    while index < len(words):
+        found = phrase_at(words, index, table)
+        if found is None:
+            index += 1
+            continue
+        last, key = found
+        matches.append((index, last, key))
+        index = last + 1
+    return matches
+
+
+def copy_case(original: str, replacement: str) -> str:
+    """`replacement` in the capitalisation of `original`: all capitals when `original` has
+    two or more letters, all capital (`DOG` -> `CAT`); a capital first letter when
+    `original` has one (`Dog` -> `Cat`, `A` -> `An`); else as given. Acronyms (`TV`) are
+    always written as acronyms and, as originals, carry no case of their own."""
+    replacement = ACRONYMS.get(replacement, replacement)
+    if original.lower() in ACRONYMS:
+        return replacement
+    if sum(c.isalpha() for c in original) >= 2 and original.isupper():
+        return replacement.upper()
+    if original[:1].isupper():
+        return replacement[:1].upper() + replacement[1:]
+    return replacement
+
+
+def with_first_letter(text: str, upper: bool) -> str:
+    """`text` with its first character upper- or lower-cased."""
+    return (text[:1].upper() if upper else text[:1].lower()) + text[1:]
+
+
+def keep_initial_capital(original: str, rewritten: str) -> str:
+    """`rewritten` starting with a capital when `original` does (an acronym replaced at
+    the start: `TV on a stand` -> `Television on a stand`)."""
+    return with_first_letter(rewritten, upper=True) if original[:1].isupper() else rewritten
+
+
+@functools.lru_cache(maxsize=None)
+def _inflect_engine():
+    import inflect  # on first use only: importing inflect takes seconds
+    return inflect.engine()
+
+
+@functools.lru_cache(maxsize=None)
+def plural_of(noun: str) -> str:
+    """The plural of a lower-case singular noun or compound (`person` -> `people`)."""
+    return _inflect_engine().plural_noun(noun)
+
+
+@functools.lru_cache(maxsize=None)
+def singular_of(noun: str) -> str:
+    """The singular of a lower-case plural noun or compound (`knives` -> `knife`)."""
+    return _inflect_engine().singular_noun(noun) or noun
+
+
+@functools.lru_cache(maxsize=None)
+def indefinite_article(word: str) -> str:
+    """`a` or `an`, whichever English puts before `word` (`an orange`, `a unicorn`)."""
+    return _inflect_engine().a(word).split(" ", 1)[0].lower()
+
+
+@functools.lru_cache(maxsize=None)
+def dictionary_entry(word: str) -> Dict[str, Tuple[str, ...]]:
+    """lemminflect's dictionary entry for a lower-case word, {part of speech: lemmas}
+    (`dogs` -> {'NOUN': ('dog',), 'VERB': ('dog',)}); {} for a word it does not know."""
+    import lemminflect
+    return lemminflect.getAllLemmas(word)
+
+
+def verb_lemma(word: str, tag: str) -> Optional[str]:
+    """The lemma of `word` when `word` is the `tag` form (`VBG` riding, `VBZ` rides) of a
+    verb in the dictionary, else None."""
+    import lemminflect
+    for lemma in dictionary_entry(word).get("VERB", ()):
+        if word in lemminflect.getInflection(lemma, tag):
+            return lemma
+    return None
+
+
+def verb_inflection(lemma: str, tag: str) -> str:
+    """The `tag` form of a verb (`ride`, VBN -> `ridden`; `sit`, VBZ -> `sits`)."""
+    import lemminflect
+    return lemminflect.getInflection(lemma, tag)[0]
+
+
+def category_forms(category: str) -> Tuple[Optional[str], Optional[str]]:
+    """(singular, plural) of a category's noun or of one of its spellings, None where
+    English has none (`scissors` has no singular, `broccoli` neither form)."""
+    if category in PLURAL_CATEGORY_NAMES:
+        return PLURAL_CATEGORY_NAMES[category], category
+    if category in MASS_CATEGORY_NAMES:
+        return None, None
+    return category, plural_of(category)
+
+
+class ObjectNoun(NamedTuple):
+    """A word form of a COCO category: the category, and the form's number (`singular`,
+    `plural`, `both` for `sheep`, `mass` for `broccoli`)."""
+    category: str
+    number: str
+
+
+@functools.lru_cache(maxsize=None)
+def object_nouns() -> PhraseTable:
+    """{lower-case form: ObjectNoun} for every category and spelling, in both numbers."""
+    table: Dict[str, ObjectNoun] = {}
+    for spelling, category in [(c, c) for c in COCO_CATEGORIES] + list(OBJECT_SPELLINGS.items()):
+        singular, plural = category_forms(spelling)
+        if singular is None and plural is None:
+            table[spelling] = ObjectNoun(category, "mass")
+        elif singular == plural:
+            table[spelling] = ObjectNoun(category, "both")
+        else:
+            table.update({form: ObjectNoun(category, number)
+                          for form, number in [(singular, "singular"), (plural, "plural")] if form is not None})
+    return PhraseTable(table)
+
+
+@functools.lru_cache(maxsize=None)
+def countable_categories() -> Tuple[str, ...]:
+    """The categories with a singular and a plural, in COCO's order: the only ones a flip
+    puts into a caption (no `a broccoli`, no `two scissors`)."""
+    return tuple(category for category in COCO_CATEGORIES if None not in category_forms(category))
+
+
+def number_value(word: str) -> Optional[int]:
+    """1-10 for a lower-case number word one-ten or a digit string 1-10, else None."""
+    if word in NUMBER_WORDS_V2:
+        return NUMBER_WORDS_V2.index(word) + 1
+    if word.isascii() and word.isdigit() and str(int(word)) == word and 1 <= int(word) <= 10:
+        return int(word)
+    return None
+
+
+def count_of(word: str) -> Optional[int]:
+    """How many a lower-case determiner counts: 1 for `a`/`an`, else number_value."""
+    return 1 if word in INDEFINITE_ARTICLES else number_value(word)
+
+
+def word_kind(word: str) -> str:
+    """What a lower-case word can be in a noun phrase: `function` (closed-class words and
+    numbers), `modifier` (colours, adjectives, participles like `sleeping` or `parked`),
+    `noun`, or `other` (verbs, words the dictionary does not know)."""
+    if word in _FUNCTION_WORDS or number_value(word) is not None:
+        return "function"
+    entry = dictionary_entry(word)
+    if word in _COLOR_CANONICAL or "ADJ" in entry or ("VERB" in entry and word.endswith(("ing", "ed"))):
+        return "modifier"
+    return "noun" if "NOUN" in entry else "other"
+
+
+def noun_number(word: str) -> str:
+    """`singular`, `plural` or `both` (`fish`) for a lower-case dictionary noun."""
+    lemmas = dictionary_entry(word)["NOUN"]
+    if word not in lemmas:
+        return "plural"
+    return "both" if plural_of(word) == word else "singular"
+
+
+class Noun(NamedTuple):
+    """A noun in a caption: words first..last (two for `hot dog`), its number
+    (`singular`, `plural`, `both`, `mass`) and its COCO category when it is a known object."""
+    first: int
+    last: int
+    number: str
+    category: Optional[str]
+
+
+def object_at(words: List[Word], index: int) -> Optional[Noun]:
+    """The COCO object whose name (longest first: `hot dog`, not `hot`) starts at
+    words[index], else None (also for `orange` used as a colour)."""
+    found = phrase_at(words, index, object_nouns())
+    if found is None or (words[index].lower in _COLOR_CANONICAL and is_color_use(words, index)):
+        return None
+    last, form = found
+    noun = object_nouns()[form]
+    return Noun(index, last, noun.number, noun.category)
+
+
+def noun_at(words: List[Word], index: int, bare_modifier: bool = False) -> Optional[Noun]:
+    """The noun starting at words[index]: a COCO object (object_at), else a dictionary
+    noun that is no modifier (with `bare_modifier`, also a modifier the dictionary has as
+    a noun and not as an adjective, like `building`); None for anything else."""
+    found = object_at(words, index)
+    if found is not None:
+        return found
+    word = words[index].lower
+    entry = dictionary_entry(word)
+    kind = word_kind(word)
+    if kind == "noun" or (bare_modifier and kind == "modifier" and "NOUN" in entry and "ADJ" not in entry
+                          and word not in _COLOR_CANONICAL):
+        return Noun(index, index, noun_number(word), None)
+    return None
+
+
+def noun_phrase_head(words: List[Word], start: int, plural: bool) -> Optional[Noun]:
+    """The head of the noun phrase at words[start], read as plural or singular: modifiers
+    (colours, adjectives, participles), then nouns, white space between. A plural phrase's
+    head is its first plural noun (`two bus stops`, `two dogs play`); a singular phrase's,
+    its last singular noun before anything else (`one bus stop`, `one dog runs`, `an
+    orange cat`, `a dog sitting`); a modifier that is also a noun heads a singular phrase
+    when nothing nominal follows it (`one building`). None when the phrase has no head of
+    that number (`one of`, `two orange`) or its head is a mass noun. Only the first word
+    of a caption may follow no white space."""
+    nouns: List[Noun] = []
+    index = start
+    while index < min(len(words), start + MAX_NOUN_PHRASE_WORDS) and (index == 0 or words[index].spaced):
+        noun = noun_at(words, index)
+        if noun is None:
+            if nouns or word_kind(words[index].lower) != "modifier":
+                break
+            index += 1
+            continue
+        if noun.number == "mass" or (noun.number == "plural" and not plural):
+            break
+        if plural and noun.number != "singular":
+            return noun
+        nouns.append(noun)  # in a plural phrase, a singular noun modifies the head: "bus stops"
+        index = noun.last + 1
+    if plural:
+        return None
+    if not nouns and index > start:
+        bare = noun_at(words, index - 1, bare_modifier=True)
+        nouns = [bare] if bare is not None and bare.number != "plural" else []
+    return nouns[-1] if nouns else None
+
+
+def article_agreement(words: List[Word], index: int, new_text: str) -> List[Edit]:
+    """The edit that makes an `a`/`an` right before words[index] fit `new_text`, the words
+    that now start there (`a orange` -> `an orange`); [] when it fits or there is none."""
+    article = previous_word(words, index)
+    if article is None or article.lower not in INDEFINITE_ARTICLES:
+        return []
+    wanted = indefinite_article(new_text.split()[0])
+    return [] if wanted == article.lower else [(article.start, article.end, copy_case(article.text, wanted))]
+
+
+def present_tense(word: str, plural: bool) -> Optional[str]:
+    """A lower-case present-tense verb in the form that agrees with a plural or singular
+    subject (`is` -> `are`, `sits` -> `sit`, `play` -> `plays`); None for other words."""
+    if word in AGREEING_VERBS or word in _PLURAL_VERBS:
+        singular = _PLURAL_VERBS.get(word, word)
+        return AGREEING_VERBS[singular] if plural else singular
+    lemma = None if word in _FUNCTION_WORDS else verb_lemma(word, "VBZ") or verb_lemma(word, "VBP")
+    return None if lemma is None else verb_inflection(lemma, "VBP" if plural else "VBZ")
+
+
+def verb_agreement(words: List[Word], first: int, last: int, plural: bool) -> List[Edit]:
+    """Edits that make the present-tense verb right after the noun phrase
+    words[first..last], and one between `there` and it, agree with `plural`."""
+    verbs = [next_word(words, last)]
+    before = previous_word(words, first)
+    there = previous_word(words, first - 1) if before is not None else None
+    if there is not None and there.lower == "there":
+        verbs.append(before)
+    edits = []
+    for verb in verbs:
+        wanted = None if verb is None else present_tense(verb.lower, plural)
+        if wanted is not None and wanted != verb.lower:
+            edits.append((verb.start, verb.end, copy_case(verb.text, wanted)))
+    return edits
+
+
+# --- flips ------------------------------------------------------------------------
+
+class ColorSite(NamedTuple):
+    """A colour flip: words[index] is a colour; `options` the colours it may become."""
+    index: int
+    options: List[str]
+
+
+class NumberSite(NamedTuple):
+    """A number flip: words[index] is a number (or `a`/`an`) of `value` counting `head`;
+    `options` the numbers, written like it, it may become."""
+    index: int
+    value: int
+    head: Noun
+    options: List[str]
+
+
+class ObjectSite(NamedTuple):
+    """An object flip: `noun` is a COCO object; `options` the categories it may become,
+    written in `plural` or singular."""
+    noun: Noun
+    plural: bool
+    options: List[str]
+
+
+def is_color_use(words: List[Word], index: int) -> bool:
+    """Whether the colour word at words[index] names a colour. Only a colour that is also
+    an object (`orange`) can be something else: it is the colour when a noun, a colour, or
+    `and`/`or` and a colour follow it (`an orange cat`, `orange and white`), else the fruit
+    (`an orange on a plate`, `an orange sitting on a table`)."""
+    if words[index].lower not in object_nouns():
+        return True
+    following = next_word(words, index)
+    if following is None:
+        return False
+    if following.lower in ("and", "or"):
+        after = next_word(words, index + 1)
+        return after is not None and after.lower in _COLOR_CANONICAL
+    return following.lower in _COLOR_CANONICAL or noun_at(words, index + 1) is not None
+
+
+def color_site(words: List[Word]) -> Optional[ColorSite]:
+    """The leftmost colour word used as a colour; its options are the colours (COLORS_V2
+    order) that the caption does not mention in any spelling."""
+    mentioned = [_COLOR_CANONICAL[word.lower] for word in words if word.lower in _COLOR_CANONICAL]
+    for index, word in enumerate(words):
+        if word.lower in _COLOR_CANONICAL and is_color_use(words, index):
+            return ColorSite(index, [color for color in COLORS_V2 if color not in mentioned])
+    return None
+
+
+def rewrite_color(caption: str, words: List[Word], site: ColorSite, color: str) -> str:
+    """The caption with the site's colour replaced by `color`, case copied, a/an agreed."""
+    word = words[site.index]
+    written = copy_case(word.text, color)
+    return apply_edits(caption, [(word.start, word.end, written)] + article_agreement(words, site.index, written))
+
+
+def number_site(words: List[Word]) -> Optional[NumberSite]:
+    """The leftmost number (one-ten, 1-10) that counts a noun of its number (`two dogs`,
+    `one bus stop`), or `a`/`an` counting a countable COCO object (`a dog`, `an orange
+    cat`). A number glued to punctuation (`#2`, `10:30`) counts nothing. Options: the
+    other numbers 1-10 (never one for `a`), as digits for a digit, else as words; only
+    those of the same grammatical number when a NUMBER_BOUND_WORDS word follows."""
+    for index, word in enumerate(words):
+        value = count_of(word.lower)
+        if value is None or (index > 0 and not word.spaced):
+            continue
+        head = noun_phrase_head(words, index + 1, plural=value > 1)
+        if head is None:
+            continue
+        countable = head.category in countable_categories() if head.category else word.lower not in INDEFINITE_ARTICLES
+        if not countable:
+            continue
+        bound = any(first > head.last for first, _last, _key in phrase_matches(words, _NUMBER_BOUND_WORDS))
+        numbers = [n for n in range(1, len(NUMBER_WORDS_V2) + 1)
+                   if n != value and not (bound and (n > 1) != (value > 1))]
+        if numbers:
+            written = [str(n) if word.text.isdigit() else NUMBER_WORDS_V2[n - 1] for n in numbers]
+            return NumberSite(index, value, head, written)
+    return None
+
+
+def rewrite_number(caption: str, words: List[Word], site: NumberSite, number: str) -> str:
+    """The caption with the site's number replaced by `number`; when the count crosses
+    one, the head noun takes the new number and the verbs around agree."""
+    word = words[site.index]
+    edits = [(word.start, word.end, copy_case(word.text, number))]
+    plural = number_value(number) > 1
+    if plural != (site.value > 1):
+        first, last = words[site.head.first], words[site.head.last]
+        head = caption[first.start:last.end]
+        inflected = plural_of(head.lower()) if plural else singular_of(head.lower())
+        edits.append((first.start, last.end, copy_case(head, inflected)))
+        edits += verb_agreement(words, site.index, site.head.last, plural)
+    return apply_edits(caption, edits)
+
+
+def object_mentions(words: List[Word]) -> List[Noun]:
+    """The COCO objects a caption names, left to right (`orange` used as a colour is not
+    one)."""
+    mentions = [object_at(words, first) for first, _last, _form in phrase_matches(words, object_nouns())]
+    return [noun for noun in mentions if noun is not None]
+
+
+def object_site(words: List[Word]) -> Optional[ObjectSite]:
+    """The leftmost COCO object; its options are the countable categories the caption
+    does not mention, in COCO's order. The replacement keeps the object's number (`sheep`
+    is singular after `a`/`one`/`this`... or before `is`/`was`/`has`, else plural); a mass
+    noun (`broccoli`) becomes a plural (`carrots`)."""
+    mentions = object_mentions(words)
+    if not mentions:
+        return None
+    noun = mentions[0]
+    if noun.number == "both":
+        before, after = previous_word(words, noun.first), next_word(words, noun.last)
+        plural = not ((before is not None and before.lower in SINGULAR_DETERMINERS)
+                      or (after is not None and after.lower in AGREEING_VERBS))
+    else:
+        plural = noun.number != "singular"
+    mentioned = [mention.category for mention in mentions]
+    return ObjectSite(noun, plural, [category for category in countable_categories() if category not in mentioned])
+
+
+def rewrite_object(caption: str, words: List[Word], site: ObjectSite, category: str) -> str:
+    """The caption with the site's object replaced by `category` in the site's number,
+    case copied, a/an agreed, and (after a mass noun) the verb made plural."""
+    first, last = words[site.noun.first], words[site.noun.last]
+    singular, plural = category_forms(category)
+    written = copy_case(caption[first.start:last.end], plural if site.plural else singular)
+    edits = [(first.start, last.end, written)] + article_agreement(words, site.noun.first, written)
+    if site.noun.number == "mass":
+        edits += verb_agreement(words, site.noun.first, site.noun.last, plural=True)
+    return apply_edits(caption, edits)
+
+
+# flip type -> (site finder, rewrite); the types and their order are the paper's
+V2_FLIP_RULES = {"color": (color_site, rewrite_color), "number": (number_site, rewrite_number),
+                 "object": (object_site, rewrite_object)}
+
+
+def flip_v2(caption: str, flip_type: str, rng) -> Optional[str]:
+    """One v2 flip of the stripped `caption`: its leftmost site of the type, turned into
+    `rng.choice(site.options)`; a caption that started with a capital still does. None,
+    and no draw, when there is no site or no option."""
+    text = caption.strip()
+    words = split_words(text)
+    find_site, rewrite = V2_FLIP_RULES[flip_type]
+    site = find_site(words)
+    if site is None or not site.options:
+        return None
+    return keep_initial_capital(text, rewrite(text, words, site, rng.choice(site.options)))
+
+
+# --- paraphrases ------------------------------------------------------------------
+
+def tidy(caption: str) -> str:
+    """The caption on one line: white space runs made one space, none at the ends or
+    before punctuation (`in the street .` -> `in the street.`)."""
+    return re.sub(r" ([.,!?;:])", r"\1", " ".join(caption.split()))
+
+
+def split_end_punctuation(sentence: str) -> Tuple[str, str]:
+    """(body, end): a tidy sentence without its final `.`, `!`, `?` (or `...`), and those."""
+    body = sentence.rstrip(".!?")
+    return body.rstrip(), sentence[len(body):]
+
+
+def mid_sentence(text: str) -> str:
+    """`text` as it reads after other words: its first letter lower-cased, unless its
+    first word looks like an acronym or a name: `I`, two or more letters all capital
+    (`DOG`, `TV`), or a capital after the first letter (`McDonald's`, `iPhone`)."""
+    words = split_words(text)
+    first = words[0].text if words else ""
+    if first == "I" or (len(first) >= 2 and first.isupper()) or any(c.isupper() for c in first[1:]):
+        return text
+    return with_first_letter(text, upper=False)
+
+
+def like_caption_start(body: str, text: str) -> str:
+    """`text` beginning as the caption `body` begins: with a capital if it does."""
+    return with_first_letter(text, upper=True) if body[:1].isupper() else mid_sentence(text)
+
+
+def is_sentence(words: List[Word]) -> bool:
+    """Whether a caption is a sentence with its own verb (`A man is riding a horse`,
+    `There is a dog`, `A cat sits on a mat`, `Two dogs play`) rather than a noun phrase
+    (`A man riding a horse`, `Two bus stops`, `A dog that is asleep`): it has a form of
+    be or have not right after a relative pronoun, or a present-tense verb right after
+    its first noun phrase or a pronoun it starts with (`someone stands`)."""
+    for index, word in enumerate(words):
+        if (word.lower in AGREEING_VERBS or word.lower in _PLURAL_VERBS) and (
+                index == 0 or words[index - 1].lower not in RELATIVE_PRONOUNS):
+            return True
+    if not words:
+        return False
+    if words[0].lower in SUBJECT_PRONOUNS:
+        subjects = [(0, False), (0, True)]  # (index of the subject's last word, plural)
+    else:
+        count = count_of(words[0].lower)
+        start = 1 if count is not None or words[0].lower in _FUNCTION_WORDS else 0
+        numbers = [count > 1] if count else [False, True]
+        heads = [(noun_phrase_head(words, start, plural), plural) for plural in numbers]
+        subjects = [(head.last, plural) for head, plural in heads if head is not None]
+    for last, plural in subjects:
+        verb = next_word(words, last)
+        if verb is not None and present_tense(verb.lower, plural) == verb.lower:
+            return True
+    return False
+
+
+def filled_templates(caption: str) -> List[Tuple[str, str]]:
+    """TEMPLATES (kind `template`) and PREFIXES (`prefix`) filled with the tidy caption,
+    only SENTENCE_TEMPLATES when it is a sentence (see is_sentence): mid-sentence it
+    starts in lower case (see mid_sentence); its final punctuation goes to the end of the
+    paraphrase (`A man riding a horse in the scene.`); the paraphrase begins with a
+    capital if the caption does."""
+    body, end = split_end_punctuation(tidy(caption))
+    if not body:
+        return []
+    filled = [(template, "template") for template in TEMPLATES] + [(prefix, "prefix") for prefix in PREFIXES]
+    if is_sentence(split_words(body)):
+        filled = [(template, kind) for template, kind in filled if template in SENTENCE_TEMPLATES]
+    return [(like_caption_start(body, template.format(body if template.startswith("{}") else mid_sentence(body)) + end),
+             kind) for template, kind in filled]
+
+
+def distinct_paraphrases(caption: str, items: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """`items` without repeats (first kept), texts under five characters, and texts equal
+    to the caption up to case and white space."""
+    same = tidy(caption).lower()
+    return [(text, kind) for text, kind in _unique_keep_first(items)
+            if len(text) >= MIN_TEXT_CHARS and tidy(text).lower() != same]
+
+
+@functools.lru_cache(maxsize=None)
+def synonym_table() -> PhraseTable:
+    """{lower-case word or phrase: its synonyms}: WORD_SYNONYMS as they are, NOUN_SYNONYMS
+    in both numbers (`couches` -> [`sofas`])."""
+    table = {key: list(synonyms) for key, synonyms in WORD_SYNONYMS.items()}
+    for noun, synonyms in NOUN_SYNONYMS.items():
+        table[noun] = list(synonyms)
+        table[plural_of(noun)] = [plural_of(synonym) for synonym in synonyms]
+    return PhraseTable(table)
+
+
+def synonym_paraphrases_v2(caption: str) -> List[str]:
+    """The stripped caption with one word or phrase of the synonym tables replaced, for
+    each place (left to right) and synonym; case copied, a/an agreed, an initial capital
+    kept."""
+    text = caption.strip()
+    words = split_words(text)
+    table = synonym_table()
+    rewrites = []
+    for first, last, key in phrase_matches(words, table):
+        original = text[words[first].start:words[last].end]
+        for synonym in table[key]:
+            written = copy_case(original, synonym)
+            edits = [(words[first].start, words[last].end, written)] + article_agreement(words, first, written)
+            rewrites.append(keep_initial_capital(text, apply_edits(text, edits)))
+    return rewrites
+
+
+def is_noun_phrase(words: List[Word], first: int, last: int) -> bool:
+    """Whether words[first..last] are modifiers and nouns (COCO names count as nouns), at
+    most MAX_NOUN_PHRASE_WORDS, the last a noun."""
+    if not 0 < last - first + 1 <= MAX_NOUN_PHRASE_WORDS or noun_at(words, last) is None:
+        return False
+    index = first
+    while index <= last:
+        noun = noun_at(words, index)
+        if noun is None and word_kind(words[index].lower) != "modifier":
+            return False
+        index = index + 1 if noun is None else noun.last + 1
+    return True
+
+
+def active_verb(words: List[Word]) -> Optional[Tuple[int, int, str, str]]:
+    """The verb after a caption's subject (a determiner at words[0], then up to
+    MAX_NOUN_PHRASE_WORDS words): (index of the subject's last word, index of the verb,
+    its lemma, its form: `progressive` for `is riding`, `participle` for `riding`,
+    `present` for `rides`). None when no such verb comes first."""
+    for index in range(2, min(len(words) - 2, 2 + MAX_NOUN_PHRASE_WORDS)):
+        word = words[index].lower
+        if word in ("is", "are"):
+            lemma = verb_lemma(words[index + 1].lower, "VBG")
+            return (index - 1, index + 1, lemma, "progressive") if lemma else None
+        for tag, form in (("VBG", "participle"), ("VBZ", "present")):
+            lemma = verb_lemma(word, tag)
+            if lemma:
+                return index - 1, index, lemma, form
+    return None
+
+
+def passive_paraphrases_v2(caption: str) -> List[str]:
+    """The passive of a caption that is one transitive clause: a determiner and a noun
+    phrase, the verb, a determiner and a noun phrase, optionally a tail that starts with
+    a preposition of place. `A man is riding a horse.` -> `A horse is being ridden by a
+    man.`; `A man riding a horse on a beach` -> `A horse being ridden by a man on a
+    beach`; `A man rides a horse.` -> `A horse is ridden by a man.` The verb agrees with
+    the new subject (`are` for `two horses`); the participle is lemminflect's. [] for
+    anything else: punctuation inside, no determiner, a verb in NON_PASSIVE_VERBS, an
+    object whose number cannot be told (`the sheep`)."""
+    body, end = split_end_punctuation(tidy(caption))
+    words = split_words(body)
+    if not words or words[0].start != 0 or not all(word.spaced for word in words[1:]):
+        return []
+    verb = active_verb(words) if words[0].lower in PASSIVE_DETERMINERS else None
+    if verb is None:
+        return []
+    subject_last, verb_index, lemma, form = verb
+    determiner = verb_index + 1
+    if (lemma in NON_PASSIVE_VERBS or not is_noun_phrase(words, 1, subject_last)
+            or determiner >= len(words) or words[determiner].lower not in PASSIVE_DETERMINERS):
+        return []
+    tail = next((index for index in range(determiner + 1, len(words))
+                 if words[index].lower in PASSIVE_TAIL_PREPOSITIONS), len(words))
+    if not is_noun_phrase(words, determiner + 1, tail - 1):
+        return []
+    count = count_of(words[determiner].lower)
+    number = noun_at(words, tail - 1).number if count is None else ("plural" if count > 1 else "singular")
+    if number == "both":
+        return []
+    verb_phrase = PASSIVE_VERB_PHRASES[form].format(be="are" if number == "plural" else "is",
+                                                    participle=verb_inflection(lemma, "VBN"))
+    new_subject = body[words[determiner].start:words[tail - 1].end]
+    agent = mid_sentence(body[:words[subject_last].end])
+    rest = body[words[tail].start:] if tail < len(words) else ""
+    return [like_caption_start(body, " ".join(filter(None, [new_subject, verb_phrase, "by", agent, rest])) + end)]
+
+
+def enhanced_paraphrases_v2(caption: str) -> List[Tuple[str, str]]:
+    """The v2 paraphrases for the rebuttal generator as (text, kind): templates and
+    prefixes (filled_templates), passive, synonyms, in that order, distinct."""
+    return distinct_paraphrases(caption, filled_templates(caption)
+                                + [(text, "passive") for text in passive_paraphrases_v2(caption)]
+                                + [(text, "synonym") for text in synonym_paraphrases_v2(caption)])
+
+
+def template_paraphrases_v2(caption: str) -> List[Tuple[str, str]]:
+    """The v2 template and prefix paraphrases as (text, kind), distinct."""
+    return distinct_paraphrases(caption, filled_templates(caption))
+
+
+# ---------------------------------------------------------------------------
+# Rule sets: what --rules chooses
+# ---------------------------------------------------------------------------
+
+
+class RuleSet(NamedTuple):
+    """The rules a generator draws its perturbations from."""
+    name: str
+    template_paraphrases: Callable[[str], List[Tuple[str, str]]]
+    enhanced_paraphrases: Callable[[str], List[Tuple[str, str]]]
+    typed_flips: Callable[[str, Any], List[Tuple[str, str]]]
+    labels_records: bool  # v2 records say "rules": "v2"; paper records stay the release's, byte for byte
+    output_suffix: str  # added to the default output's name, so both rule sets' files (and metrics) sit side by side
+
+
+PAPER_RULES = RuleSet("paper", template_paraphrases, enhanced_paraphrases, typed_flips, labels_records=False,
+                      output_suffix="")
+V2_RULES = RuleSet("v2", template_paraphrases_v2, enhanced_paraphrases_v2, functools.partial(typed_flips, flip=flip_v2),
+                   labels_records=True, output_suffix="_v2")
+RULE_SETS = {rules.name: rules for rules in (PAPER_RULES, V2_RULES)}
 
 
 # ---------------------------------------------------------------------------
@@ -246,10 +1074,11 @@ def count_flips(counts: Counter, flips: List[Tuple[str, str]]) -> None:
         counts["captions_without_flip"] += 1
 
 
-def print_summary(counts: Counter, output_path: str, seconds: float) -> None:
+def print_summary(counts: Counter, output_path: str, seconds: float, rules: str = "paper") -> None:
     """The summary every generator ends with."""
     flip_types = sorted(key[len("flips_"):] for key in counts if key.startswith("flips_"))
     flips_total = sum(counts[f"flips_{t}"] for t in flip_types)
+    print(f"rules:                 {rules}")
     print(f"records:               {counts['records']}")
     print(f"captions:              {counts['captions']}")
     print(f"paraphrases:           {counts['paraphrases']}")
@@ -272,20 +1101,38 @@ def positive_int(text: str) -> int:
     return value
 
 
-def generator_arguments(description: str, default_input: str, output_pattern: str, seed: int) -> argparse.ArgumentParser:
+def generator_arguments(description: str, default_input: str, output_pattern: str, seed: int,
+                        rules: str = "paper") -> argparse.ArgumentParser:
     """The flags every generator takes; each default is the script's UPPERCASE constant."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default=default_input, help=f"base JSONL with 'orig_captions' (default: {default_input})")
     parser.add_argument("--output", default=None,
-                        help=f"output JSONL (default: {output_pattern.format(stem='<input stem>')} beside the input)")
+                        help=f"output JSONL (default: {output_pattern.format(stem='<input stem>')} beside the input; "
+                             f"with --rules v2, ending in _v2.jsonl)")
     parser.add_argument("--seed", type=int, default=seed, help=f"seed of the random draws (default: {seed}, the release's)")
     parser.add_argument("--limit", type=positive_int, default=None, help="process only the first N records")
+    parser.add_argument("--rules", choices=list(RULE_SETS), default=rules,
+                        help=f"perturbation rules: 'paper' reproduces the release byte for byte; 'v2' keeps English "
+                             f"grammatical and meanings right, and marks each record \"rules\": \"v2\" "
+                             f"(default: {rules})")
     return parser
 
 
 def run_generator(args, perturb_captions, output_pattern: str) -> None:
-    """Resolve the output path, run `generate_file`, print the summary."""
-    output_path = args.output or default_output_path(args.input, output_pattern)
+    """Resolve the output path (the rule set's suffix on the default name), run
+    `generate_file` (adding `"rules"` to each record when the rule set labels records: v2
+    only), print the summary."""
+    rules = RULE_SETS[args.rules]
+    default_pattern = output_pattern.replace(".jsonl", rules.output_suffix + ".jsonl")
+    output_path = args.output or default_output_path(args.input, default_pattern)
+
+    def perturb_and_label(captions: List[str], counts: Counter) -> Dict[str, Any]:
+        new_keys = perturb_captions(captions, counts)
+        if rules.labels_records:
+            new_keys["rules"] = rules.name
+        return new_keys
+
     started = time.perf_counter()
-    counts = generate_file(args.input, output_path, perturb_captions, limit=args.limit)
-    print_summary(counts, output_path, time.perf_counter() - started)
+    counts = generate_file(args.input, output_path, perturb_and_label, limit=args.limit)
+    print_summary(counts, output_path, time.perf_counter() - started, rules.name)
+
