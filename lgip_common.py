@@ -528,6 +528,23 @@ def string_list(record: Dict[str, Any], key: str, index: str, path: str, line_no
     return texts
 
 
+TYPED_FLIP_PREFIX = "diff_caps_"
+
+
+def record_flips(record: Dict[str, Any], index: str, path: str, line_no: int) -> List[Tuple[str, str]]:
+    """The caption's flips, each once, as (text, type): `diff_caps[index]` then any flip
+    only a typed key lists; the type from the first `diff_caps_<type>` key that lists
+    the text, `all` when none does."""
+    flip_type: Dict[str, str] = {}
+    for key in record:
+        if key.startswith(TYPED_FLIP_PREFIX):
+            for text in string_list(record, key, index, path, line_no):
+                flip_type.setdefault(text, key[len(TYPED_FLIP_PREFIX):])
+    flips = string_list(record, "diff_caps", index, path, line_no)
+    flips += [text for text in flip_type if text not in set(flips)]
+    return [(text, flip_type.get(text, "all")) for text in flips]
+
+
 class PairPlan:
     """Every pair one script scores, as integer arrays, built by streaming the JSONL once.
 
@@ -1332,12 +1349,24 @@ def evaluate_model(args, spec: ModelSpec, plan: PairPlan, device: str, read_seco
     return metrics
 
 
+def metric_value(metrics: Dict[str, Any], name: str) -> Any:
+    """`metrics[name]`, or for a dotted name as the intervals use (`triples.brittleness`)
+    the nested value; None when absent."""
+    if name in metrics:
+        return metrics[name]
+    value: Any = metrics
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def print_metrics(metrics: Dict[str, Any], keys: Sequence[str]) -> None:
-    """The headline numbers of one model, with their intervals, as a few lines."""
+    """The headline numbers of one model (top-level or dotted names), with their
+    intervals, as a few lines."""
     print(f"\n=== {metrics['model_tag']} ({metrics['num_samples']} images) ===")
     intervals = metrics.get("ci95", {})
     for key in keys:
-        value = metrics.get(key)
+        value = metric_value(metrics, key)
         interval = intervals.get(key)
         shown = "None" if value is None else f"{value:.6f}"
         if interval:

@@ -1102,8 +1102,9 @@ def positive_int(text: str) -> int:
 
 
 def generator_arguments(description: str, default_input: str, output_pattern: str, seed: int,
-                        rules: str = "paper") -> argparse.ArgumentParser:
-    """The flags every generator takes; each default is the script's UPPERCASE constant."""
+                        rules: Optional[str] = "paper") -> argparse.ArgumentParser:
+    """The flags every generator takes; each default is the script's UPPERCASE constant.
+    `rules=None` leaves out --rules, for a generator that has no paper/v2 choice."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default=default_input, help=f"base JSONL with 'orig_captions' (default: {default_input})")
     parser.add_argument("--output", default=None,
@@ -1111,10 +1112,11 @@ def generator_arguments(description: str, default_input: str, output_pattern: st
                              f"with --rules v2, ending in _v2.jsonl)")
     parser.add_argument("--seed", type=int, default=seed, help=f"seed of the random draws (default: {seed}, the release's)")
     parser.add_argument("--limit", type=positive_int, default=None, help="process only the first N records")
-    parser.add_argument("--rules", choices=list(RULE_SETS), default=rules,
-                        help=f"perturbation rules: 'paper' reproduces the release byte for byte; 'v2' keeps English "
-                             f"grammatical and meanings right, and marks each record \"rules\": \"v2\" "
-                             f"(default: {rules})")
+    if rules is not None:
+        parser.add_argument("--rules", choices=list(RULE_SETS), default=rules,
+                            help=f"perturbation rules: 'paper' reproduces the release byte for byte; 'v2' keeps English "
+                                 f"grammatical and meanings right, and marks each record \"rules\": \"v2\" "
+                                 f"(default: {rules})")
     return parser
 
 
@@ -1136,3 +1138,459 @@ def run_generator(args, perturb_captions, output_pattern: str) -> None:
     counts = generate_file(args.input, output_path, perturb_and_label, limit=args.limit)
     print_summary(counts, output_path, time.perf_counter() - started, rules.name)
 
+
+# ---------------------------------------------------------------------------
+# Compositional probes (make_compositional_perturb.py)
+# ---------------------------------------------------------------------------
+# Every word stays; only order or binding changes. Word-order shuffles as ARO's
+# COCO-Order makes them (Yuksekgonul et al., 2023), and meaning-changing swaps of
+# attributes between two objects or of the subject and object of a relation. Tokens and
+# part-of-speech tags come from one function: `tag_lexicon` (the lexicon `lemminflect`
+# ships on PyPI, plus context rules; nothing downloaded) or, with `--tagger spacy`,
+# spaCy's en_core_web_sm, which ARO used.
+
+import functools  # noqa: E402  (this section keeps its imports with it)
+from typing import NamedTuple  # noqa: E402
+
+from lgip_common import InputError  # noqa: E402
+
+ORDER_TYPES = ["shuffle_nouns_adjs", "shuffle_allbut_nouns_adjs", "shuffle_within_trigrams", "shuffle_trigrams"]
+SWAP_TYPES = ["attribute", "relation"]
+ORDER_PUNCTUATION = '.!"()*#:;~'  # ARO's pre_caption turns these into spaces
+ORDER_MAX_WORDS = 30  # ARO's COCO-Order keeps the first 30 words
+ORDER_NORMALISATION = ("ARO's COCO-Order pre_caption: lower case; the characters " + ORDER_PUNCTUATION
+                       + " as spaces; split into words, other punctuation and 's as tokens of their own; the first "
+                       + f"{ORDER_MAX_WORDS} tokens, joined by single spaces. Applied to the original (order_orig) "
+                       + "and to every shuffle (order_caps) alike.")
+TAGGERS = ("lexicon", "spacy")
+SPACY_MODEL = "en_core_web_sm"
+NOUN_ADJ = ("NOUN", "ADJ")
+
+_TOKEN_PATTERN = re.compile(r"[^\W_]+(?:-[^\W_]+)*|['\u2019][^\W_]+|\S")
+_ORDER_PUNCTUATION_PATTERN = re.compile("[" + re.escape(ORDER_PUNCTUATION) + "]")
+
+# Closed-class words, which a lexicon of open-class words does not cover.
+_CLOSED_CLASS = {
+    "DET": "a an the this that these those some each every another both either neither no any all",
+    "PRON": "it its he him his she her hers they them their theirs we us our you your i me my mine itself himself "
+            "herself themselves someone somebody something everyone everybody everything anyone anything nobody "
+            "nothing who whom whose which what there",
+    "ADP": "about above across after against along alongside amid amidst among around as at atop before behind below "
+           "beneath beside besides between beyond by despite down during for from in inside into like near of off on "
+           "onto out outside over past per through throughout to toward towards under underneath until up upon via "
+           "with within without",
+    "CCONJ": "and or but nor",
+    "SCONJ": "while because if whilst although though since where when whether",
+    "AUX": "is are was were be been being am has have had do does did can could will would shall "
+           "should may might must isn aren wasn weren don doesn didn",  # isn 't: the tokens of isn't
+    "PART": "'s \u2019s 't ' not",
+    "NUM": "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+           "seventeen eighteen nineteen twenty thirty forty fifty hundred thousand dozen",
+    "ADV": "very together also just too here away nearby almost really so quite rather outdoors indoors",
+}
+_CLOSED = {word: tag for tag, words in _CLOSED_CLASS.items() for word in words.split()}
+_POSSESSIVE = {"his", "her", "its", "their", "my", "your", "our"}
+# Where the lexicon misleads: many/few/other only as nouns, top never as a noun, pan
+# only as a verb. Colours are adjectives before a noun, whatever else the lexicon allows.
+_EXTRA_CLASSES = {"many": {"ADJ"}, "few": {"ADJ"}, "other": {"ADJ"}, "top": {"NOUN", "ADJ"}, "pan": {"NOUN", "VERB"}}
+_COLOUR_WORDS = set(COLORS) | {"grey", "silver", "golden", "gold", "tan", "beige", "maroon", "navy", "teal", "violet",
+                               "turquoise", "blond", "blonde", "colorful", "colourful"}
+
+# Swaps: adjectives that quantify or order rather than describe, relations that read the
+# same both ways, and words that make a swap unsafe.
+NON_ATTRIBUTE_ADJECTIVES = {"several", "many", "few", "other", "same", "next", "own", "various", "different", "more",
+                            "most", "much", "such", "last", "first", "second", "third", "only", "single", "each",
+                            "both", "whole", "entire", "numerous", "multiple"}
+SYMMETRIC_RELATION_WORDS = {"and", "or", "with", "near", "beside", "by", "next", "alongside", "among", "between",
+                            "together", "opposite", "of", "like", "meeting", "hugging", "kissing", "talking",
+                            "chatting", "fighting", "playing"}
+
+
+def caption_tokens(text: str) -> List[Tuple[str, int, int]]:
+    """(token, start, end) for each token of `text`: words (hyphenated ones whole), a
+    clitic such as 's, or any other single character that is not white space."""
+    return [(match.group(), match.start(), match.end()) for match in _TOKEN_PATTERN.finditer(text)]
+
+
+def normalise_caption(caption: str, max_words: Optional[int] = ORDER_MAX_WORDS) -> str:
+    """ARO's pre_caption for COCO-Order (lower case, its punctuation as spaces), then
+    tokens joined by single spaces and cut to `max_words` (None: all): every text the
+    order probe scores, the original included, has this form, so punctuation cannot tell
+    them apart."""
+    lowered = _ORDER_PUNCTUATION_PATTERN.sub(" ", caption.lower())
+    return " ".join(token for token, _start, _end in caption_tokens(lowered)[:max_words])
+
+
+# --- part-of-speech tags ------------------------------------------------------------
+
+def _lemminflect():
+    try:
+        import lemminflect
+    except ImportError:
+        raise InputError("--tagger lexicon needs the lemminflect package (pip install lemminflect)") from None
+    return lemminflect
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _open_classes(word: str) -> frozenset:
+    """The open classes (NOUN, VERB, ADJ, ADV) the lexicon allows for a lower-case word;
+    for a word it lacks, a guess from the ending (-ly ADV, -ing and -ed VERB, else NOUN)."""
+    if word in _EXTRA_CLASSES:
+        return frozenset(_EXTRA_CLASSES[word])
+    found = {("NOUN" if upos == "PROPN" else upos) for upos in dictionary_entry(word)}
+    found &= {"NOUN", "VERB", "ADJ", "ADV"}
+    if found:
+        return frozenset(found)
+    if word.endswith("ly"):
+        return frozenset({"ADV"})
+    return frozenset({"VERB"}) if word.endswith(("ing", "ed")) and len(word) > 4 else frozenset({"NOUN"})
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _gradable(word: str) -> bool:
+    """True when the lexicon has a comparative for the word (larger, redder): a real
+    adjective, not a noun that can modify (video game, corner store)."""
+    return "JJR" in _lemminflect().getAllInflections(word, upos="ADJ")
+
+
+def _third_person(word: str) -> bool:
+    """An -s form the lexicon reads as an inflected verb (catches), not a verb's base (bus)."""
+    return word.endswith("s") and word not in dictionary_entry(word).get("VERB", (word,))
+
+
+def _word_classes(word: str, next_word: str) -> frozenset:
+    if word == "next" and next_word == "to":
+        return frozenset({"ADV"})
+    if word in _CLOSED:
+        return frozenset({_CLOSED[word]})
+    if any(ch.isdigit() for ch in word):
+        return frozenset({"NUM"})
+    if not any(ch.isalpha() for ch in word):
+        return frozenset({"PUNCT"})
+    return _open_classes(word)
+
+
+def _has_determiner(tags: List[str], words: List[str], end: int) -> bool:
+    """Whether the noun phrase ending at `end` (inclusive) starts with a determiner,
+    number or possessive: then it is complete, and a following -s word is a verb."""
+    position = end
+    while position >= 0 and tags[position] in ("NOUN", "ADJ"):
+        position -= 1
+    return position >= 0 and (tags[position] in ("DET", "NUM") or words[position] in _POSSESSIVE)
+
+
+def _resolve(word: str, classes: frozenset, position: int, words: List[str], tags: List[str], next_classes) -> str:
+    """One ambiguous word's tag from its neighbours: the tags already given on its left
+    and the classes the lexicon allows on its right."""
+    previous = tags[position - 1] if position else None
+    next_word = words[position + 1] if position + 1 < len(words) else ""
+    noun_follows = "NOUN" in next_classes and not (next_word.endswith("ing") and "VERB" in next_classes)
+    verb_form = word.endswith(("ing", "ed", "en"))
+    adjective = "ADJ" in classes and (word in _COLOUR_WORDS or "NOUN" not in classes or _gradable(word))
+    if adjective and noun_follows:
+        return "ADJ"  # black dog, calm water, empty road (but: video game, living room)
+    after_next = words[position + 2] if position + 2 < len(words) else ""
+    if adjective and next_word in ("and", "or") and "ADJ" in _word_classes(after_next, ""):
+        return "ADJ"  # black and white dog
+    if previous == "AUX":
+        if "VERB" in classes and verb_form:
+            return "VERB"
+        if "ADJ" in classes:
+            return "ADJ"
+    if previous == "VERB" and "ADV" in classes and not noun_follows:
+        return "ADV"  # flying high
+    if "NOUN" in classes:
+        if previous is None or previous in ("DET", "NUM", "ADJ", "ADP", "PUNCT", "PART") or words[position - 1] in _POSSESSIVE:
+            return "NOUN"
+        if previous == "VERB" and not word.endswith("ing"):
+            return "NOUN"  # eating leaves
+        if previous == "NOUN" and "VERB" in classes:
+            if word.endswith("ing"):
+                return "VERB"  # man riding
+            if _third_person(word) and _has_determiner(tags, words, position - 1):
+                return "VERB"  # a dog catches (but: street signs, a double decker bus)
+            return "NOUN"  # stop sign, traffic light
+        if previous == "CCONJ" and position >= 2 and tags[position - 2] in classes:
+            return tags[position - 2]  # sink and mirror
+    for tag in ("NOUN", "VERB", "ADJ", "ADV"):
+        if tag in classes:
+            return tag
+    return sorted(classes)[0]
+
+
+def tag_lexicon(tokens: List[str]) -> List[str]:
+    """Universal POS tags for `tokens` (NOUN, ADJ, VERB, DET, ADP, ...), offline: closed
+    classes from a word list, open classes from lemminflect's lexicon, an ambiguous word
+    decided left to right by its neighbours. Only NOUN and ADJ matter to the shuffles;
+    tests/data/pos_gold.tsv measures how often they agree with hand tags."""
+    words = [token.lower() for token in tokens]
+    classes = [_word_classes(word, words[i + 1] if i + 1 < len(words) else "") for i, word in enumerate(words)]
+    tags: List[str] = []
+    for position, word in enumerate(words):
+        options = classes[position]
+        next_classes = classes[position + 1] if position + 1 < len(words) else frozenset()
+        tags.append(next(iter(options)) if len(options) == 1
+                    else _resolve(word, options, position, words, tags, next_classes))
+    return tags
+
+
+def spacy_tagger(model_name: str = SPACY_MODEL) -> Callable[[List[str]], List[str]]:
+    """A drop-in for `tag_lexicon` backed by spaCy (ARO's choice): it tags the given
+    tokens as they are (no re-tokenising), NOUN for Penn tags NN*, ADJ for JJ*, as ARO
+    reads them. InputError when spaCy or the model is not installed."""
+    try:
+        import spacy
+        from spacy.tokens import Doc
+    except ImportError:
+        raise InputError(f"--tagger spacy: spaCy is not installed (pip install spacy && python -m spacy download "
+                         f"{model_name}); or use --tagger lexicon") from None
+    try:
+        nlp = spacy.load(model_name, exclude=["parser", "ner", "lemmatizer"])
+    except (OSError, ImportError) as err:
+        raise InputError(f"--tagger spacy: spaCy's model {model_name} could not be loaded (python -m spacy download "
+                         f"{model_name}; {str(err).splitlines()[0]}); or use --tagger lexicon") from None
+
+    def tag_spacy(tokens: List[str]) -> List[str]:
+        if not tokens:
+            return []
+        doc = nlp(Doc(nlp.vocab, words=list(tokens)))
+        return ["NOUN" if t.tag_.startswith("NN") else "ADJ" if t.tag_.startswith("JJ")
+                else ("X" if t.pos_ in ("NOUN", "PROPN", "ADJ") else t.pos_) for t in doc]
+
+    return tag_spacy
+
+
+def make_tagger(name: str) -> Callable[[List[str]], List[str]]:
+    """The tagger `--tagger NAME` names: `lexicon` (offline) or `spacy`."""
+    if name == "lexicon":
+        _lemminflect()  # fail now, with the install hint, not on the first caption
+        return tag_lexicon
+    if name == "spacy":
+        return spacy_tagger()
+    raise InputError(f"--tagger {name!r}: expected one of {', '.join(TAGGERS)}")
+
+
+# --- word-order shuffles (ARO's COCO-Order) ------------------------------------------
+
+def _trigrams(items: list) -> List[list]:
+    """Consecutive chunks of three, the last one shorter (7 tokens: 3 + 3 + 1)."""
+    return [items[start:start + 3] for start in range(0, len(items), 3)]
+
+
+def _permute_within(tokens: List[str], groups: List[List[int]], rng) -> List[str]:
+    """`tokens` with each group's tokens shuffled among that group's positions."""
+    shuffled = list(tokens)
+    for positions in groups:
+        moved = [tokens[i] for i in positions]
+        rng.shuffle(moved)
+        for i, token in zip(positions, moved):
+            shuffled[i] = token
+    return shuffled
+
+
+def _shuffle_plan(order_type: str, tokens: List[str], tags: List[str]):
+    """(a function of rng giving one shuffle, whether a shuffle can differ at all)."""
+    noun_positions = [i for i, tag in enumerate(tags) if tag == "NOUN"]
+    adj_positions = [i for i, tag in enumerate(tags) if tag == "ADJ"]
+    chunks = _trigrams(tokens)
+    if order_type == "shuffle_nouns_adjs":
+        groups = [noun_positions, adj_positions]
+    elif order_type == "shuffle_allbut_nouns_adjs":
+        groups = [[i for i, tag in enumerate(tags) if tag not in NOUN_ADJ]]
+    elif order_type == "shuffle_within_trigrams":
+        groups = _trigrams(list(range(len(tokens))))
+    else:  # shuffle_trigrams
+        def draw(rng):
+            order = list(chunks)
+            rng.shuffle(order)
+            return [token for chunk in order for token in chunk]
+        return draw, len({tuple(chunk) for chunk in chunks}) > 1
+    can_differ = any(len({tokens[i] for i in positions}) > 1 for positions in groups)
+    return (lambda rng: _permute_within(tokens, groups, rng)), can_differ
+
+
+def order_shuffles(tokens: List[str], tags: List[str], rng, redraws: int) -> Tuple[List[Dict[str, str]], List[str]]:
+    """ARO's four COCO-Order shuffles of one normalised caption's tokens, as ({"text",
+    "order_type"} list, dropped types). A shuffle equal to the original is drawn again,
+    up to `redraws` draws in all, then dropped; one that can never differ (a single noun
+    and a single adjective, ...) is dropped without a draw."""
+    shuffles, dropped = [], []
+    for order_type in ORDER_TYPES:
+        draw, can_differ = _shuffle_plan(order_type, tokens, tags)
+        shuffled = None
+        for _attempt in range(redraws if can_differ else 0):
+            candidate = draw(rng)
+            if candidate != tokens:
+                shuffled = candidate
+                break
+        if shuffled is None:
+            dropped.append(order_type)
+        else:
+            shuffles.append({"text": " ".join(shuffled), "order_type": order_type})
+    return shuffles, dropped
+
+
+# --- swaps that keep every word --------------------------------------------------------
+
+class NounPhrase(NamedTuple):
+    """Token positions of a noun phrase: [start, adjectives) determiner, number or
+    possessive; [adjectives, nouns) adjectives; [nouns, end) the noun run, head last."""
+    start: int
+    adjectives: int
+    nouns: int
+    end: int
+
+
+def noun_phrases(words: List[str], tags: List[str]) -> List[NounPhrase]:
+    """Each maximal noun run with the adjectives and the one determiner, number or
+    possessive straight before it."""
+    phrases, position = [], 0
+    while position < len(tags):
+        if tags[position] != "NOUN":
+            position += 1
+            continue
+        end = position
+        while end < len(tags) and tags[end] == "NOUN":
+            end += 1
+        adjectives = position
+        while adjectives > 0 and tags[adjectives - 1] == "ADJ":
+            adjectives -= 1
+        start = adjectives
+        if start > 0 and (tags[start - 1] in ("DET", "NUM") or words[start - 1] in _POSSESSIVE):
+            start -= 1
+        phrases.append(NounPhrase(start, adjectives, position, end))
+        position = end
+    return phrases
+
+
+def _front_case(front: str, away: str, first_word: str) -> Tuple[str, str]:
+    """When a swap moves the caption's first word away, the text now in front takes the
+    capital the first word had and the moved text loses it (TV and the like keep theirs)."""
+    if not first_word[:1].isupper():
+        return front, away
+    moved_word = away.split()[0] if away.split() else away
+    if not (len(moved_word) > 1 and moved_word.isupper()):
+        away = with_first_letter(away, False)
+    return with_first_letter(front, True), away
+
+
+class TaggedCaption(NamedTuple):
+    """A caption stripped of surrounding white space, its tokens with their character
+    spans, the tokens in lower case and their tags."""
+    text: str
+    spans: List[Tuple[str, int, int]]
+    lowered: List[str]
+    tags: List[str]
+
+    def chars(self, first: int, stop: int) -> Tuple[int, int]:
+        """The character span of tokens first..stop-1."""
+        return self.spans[first][1], self.spans[stop - 1][2]
+
+
+def tag_caption(caption: str, tagger) -> TaggedCaption:
+    """The caption, stripped, tokenised and tagged by `tagger` (lower-case tokens in)."""
+    text = caption.strip()
+    spans = caption_tokens(text)
+    lowered = [token.lower() for token, _start, _end in spans]
+    return TaggedCaption(text, spans, lowered, tagger(lowered))
+
+
+def _keeps_words(lowered: List[str], after_text: str) -> bool:
+    """Whether `after_text` has exactly the words `lowered` lists, in any order."""
+    return sorted(lowered) == sorted(t.lower() for t, _s, _e in caption_tokens(after_text))
+
+
+def attribute_swap(caption: TaggedCaption) -> Optional[str]:
+    """`a black cat and a white dog` -> `a white cat and a black dog`: the adjectives of
+    the caption's two described objects trade places (a/an follow). None unless exactly
+    two noun phrases carry adjectives, their nouns differ, their adjectives differ, no
+    adjective quantifies (several, other, ...), and no adjective is coordinated
+    (`black and white`)."""
+    text, spans, lowered, tags = caption
+    described = [p for p in noun_phrases(lowered, tags) if p.adjectives < p.nouns]
+    if len(described) != 2:
+        return None
+    first, second = described
+    adjectives = [lowered[p.adjectives:p.nouns] for p in described]
+    nouns = [lowered[p.nouns:p.end] for p in described]
+    if adjectives[0] == adjectives[1] or nouns[0] == nouns[1]:
+        return None
+    if any(word in NON_ATTRIBUTE_ADJECTIVES for run in adjectives for word in run):
+        return None
+    for phrase in described:  # "a black and white cat": the run's left neighbour is a conjoined adjective
+        left = phrase.adjectives - (phrase.start < phrase.adjectives)
+        if left >= 2 and tags[left - 1] == "CCONJ" and tags[left - 2] == "ADJ":
+            return None
+    (s1, e1), (s2, e2) = caption.chars(first.adjectives, first.nouns), caption.chars(second.adjectives, second.nouns)
+    new_first, new_second = text[s2:e2], text[s1:e1]
+    if s1 == 0:
+        new_first, new_second = _front_case(new_first, new_second, spans[0][0])
+    replacements = [(s1, e1, new_first), (s2, e2, new_second)]
+    for phrase, new_run in [(first, new_first), (second, new_second)]:
+        if phrase.start < phrase.adjectives and lowered[phrase.start] in ("a", "an"):
+            _word, start, end = spans[phrase.start]
+            article = indefinite_article(new_run.split()[0].lower())
+            replacements.append((start, end, with_first_letter(article, text[start].isupper())))
+    swapped = apply_edits(text, replacements)
+    return swapped if swapped != text and _keeps_words(lowered, swapped) else None
+
+
+def _singular(noun: str) -> bool:
+    return noun.endswith("ss") or not noun.endswith("s") or noun in ("bus", "glass", "grass")
+
+
+def relation_swap(caption: TaggedCaption) -> Optional[str]:
+    """`a man riding a horse` -> `a horse riding a man`: the caption's subject (its
+    first noun phrase, at the start) and the object right after the relation trade
+    places. The relation is a verb, a preposition, or both (`is sitting on`), never a
+    symmetric one (with, next to, near, and, ...) or `of`. None unless the pattern
+    holds, the two nouns differ, the object phrase ends there (no `of`, conjunction or
+    verb after it: `a man in a shirt throwing a ball` is not a relation of man and
+    shirt), and, where a finite verb must agree, both are singular or both plural."""
+    text, spans, lowered, tags = caption
+    phrases = noun_phrases(lowered, tags)
+    if len(phrases) < 2 or phrases[0].start != 0:
+        return None
+    subject, obj = phrases[0], phrases[1]
+    middle = list(range(subject.end, obj.start))
+    if not middle or any(tags[i] not in ("AUX", "VERB", "ADP", "ADV") for i in middle):
+        return None
+    if not any(tags[i] in ("VERB", "ADP") for i in middle) or any(lowered[i] in SYMMETRIC_RELATION_WORDS for i in middle):
+        return None
+    if obj.end < len(lowered) and (lowered[obj.end] == "of" or tags[obj.end] in ("CCONJ", "VERB")):
+        return None  # the object goes on (a plate of food; a shirt and jeans; a man in a shirt throwing ...)
+    subject_head, object_head = lowered[subject.end - 1], lowered[obj.end - 1]
+    if lowered[subject.nouns:subject.end] == lowered[obj.nouns:obj.end]:
+        return None
+    finite = any(tags[i] == "AUX" or (tags[i] == "VERB" and not lowered[i].endswith("ing")) for i in middle)
+    if finite and _singular(subject_head) != _singular(object_head):
+        return None
+    (s1, e1), (s2, e2) = caption.chars(subject.start, subject.end), caption.chars(obj.start, obj.end)
+    object_text, subject_text = _front_case(text[s2:e2], text[s1:e1], spans[0][0])
+    swapped = apply_edits(text, [(s1, e1, object_text), (s2, e2, subject_text)])
+    return swapped if swapped != text and _keeps_words(lowered, swapped) else None
+
+
+def compositional_swaps(caption: str, tagger) -> List[Dict[str, str]]:
+    """The caption's swaps as {"text", "swap_type"} (attribute, then relation)."""
+    tagged = tag_caption(caption, tagger)
+    found = [(attribute_swap(tagged), "attribute"), (relation_swap(tagged), "relation")]
+    return [{"text": text, "swap_type": swap_type} for text, swap_type in found if text is not None]
+
+
+def print_compositional_summary(counts: Counter, output_path: str, seconds: float) -> None:
+    """The compositional generator's summary, in the style of `print_summary`."""
+    captions = counts["captions"] or 1
+    print(f"records:               {counts['records']}")
+    print(f"captions:              {counts['captions']}")
+    kept = ", ".join(f"{t} {counts['order_' + t]}" for t in ORDER_TYPES)
+    print(f"order shuffles:        {sum(counts['order_' + t] for t in ORDER_TYPES)} ({kept})")
+    dropped = ", ".join(f"{t} {counts['order_dropped_' + t]}" for t in ORDER_TYPES)
+    print(f"shuffles dropped:      {sum(counts['order_dropped_' + t] for t in ORDER_TYPES)} "
+          f"(no shuffle differs from the caption: {dropped})")
+    print(f"captions cut to {ORDER_MAX_WORDS} words: {counts['order_truncated']}")
+    for swap_type in SWAP_TYPES:
+        with_swap = counts[f"captions_with_{swap_type}_swap"]
+        print(f"{swap_type + ' swaps:':<22} {with_swap} (coverage: {with_swap / captions:.1%} of captions)")
+    print(f"captions with a swap:  {counts['captions_with_swap']} ({counts['captions_with_swap'] / captions:.1%})")
+    print(f"wrote {output_path} in {seconds:.1f} s")

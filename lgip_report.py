@@ -3,10 +3,13 @@
 Reads any mix of the evaluation scripts' outputs (files, folders, globs; one model or
 many; the release's own files too) and prints one Markdown row per (model, input file):
 invariance error, sensitivity gap and positive rate with their 95% intervals, positive
-rate per flip type, retrieval R@1 and the number of images. Optional: a CSV of the same
-table, the invariance-sensitivity frontier and per-type bars as PNGs, a side-by-side
-`--diff` of two runs, and `--correlate`, the rank correlation across models between
-retrieval R@1 and each LGIP metric. No torch needed.
+rate per flip type, retrieval R@1 and the number of images. When run_compositional.py's
+files are among the inputs, a second table follows: word-order Precision@1, swap
+accuracy per swap type, hard-positive triple accuracy (original, augmented),
+brittleness, and the same with the image replaced by the mean image (blind). Optional:
+a CSV of the same tables, the invariance-sensitivity frontier and per-type bars as PNGs,
+a side-by-side `--diff` of two runs, and `--correlate`, the rank correlation across
+models between retrieval R@1 and each LGIP metric. No torch needed.
 """
 import argparse
 import csv
@@ -17,13 +20,22 @@ import os
 
 import numpy as np
 
-from lgip_common import InputError, atomic_output, run_cli
+from lgip_common import InputError, atomic_output, metric_value, run_cli
 
 FLIP_TYPES = ["color", "number", "object"]
 METRICS = [  # (row key, label, higher is better)
     ("invariance_error", "invariance error", False),
     ("sensitivity_gap", "sensitivity gap", True),
     ("pos_rate", "positive rate", True),
+]
+# run_compositional.py: (row key, label, path in the metric file, higher is better); each
+# also has a blind baseline (`blind_<key>`, path `blind.<path>`). Swap types are added
+# per type found (`swap_<type>`).
+COMPOSITIONAL_METRICS = [
+    ("order_p1", "order P@1", "order.precision_at_1", True),
+    ("triple_original", "triple orig. acc.", "triples.original_accuracy", True),
+    ("triple_augmented", "triple aug. acc.", "triples.augmented_accuracy", True),
+    ("brittleness", "brittleness", "triples.brittleness", False),
 ]
 FAMILY_COLOURS = {"OpenAI CLIP": "#1f77b4", "OpenCLIP": "#2ca02c", "EVA02-CLIP": "#9467bd", "SigLIP": "#d62728",
                   "SigLIP2": "#ff7f0e", "other": "#7f7f7f"}
@@ -57,15 +69,35 @@ def _interval(entry, name):
     return tuple(interval) if interval else (None, None)
 
 
+def compositional_metrics(swap_types):
+    """[(row key, label, path, higher is better)]: order P@1, swap accuracy per swap
+    type, then the triple metrics."""
+    swaps = [(f"swap_{t}", f"swap acc. {t}", f"swaps.by_swap_type.{t}.accuracy", True) for t in swap_types]
+    return COMPOSITIONAL_METRICS[:1] + swaps + COMPOSITIONAL_METRICS[1:]
+
+
+def compositional_row(entry, row):
+    """run_compositional.py's numbers, and their blind baselines, into `row`."""
+    row.update(kind="compositional", script=row["script"] or "run_compositional.py")
+    for key, _label, name, _higher in compositional_metrics(metric_value(entry, "swaps.by_swap_type") or {}):
+        for prefix in ("", "blind."):
+            column = ("blind_" if prefix else "") + key
+            row[column] = metric_value(entry, prefix + name)
+            row[f"{column}_ci"] = _interval(entry, prefix + name)
+    return row
+
+
 def entry_to_row(entry, path):
-    """One model's metrics (from any of the three scripts) as a flat row, or None when
-    the entry is not an LGIP metric dict (e.g. a cache settings file)."""
+    """One model's metrics (from any of the evaluation scripts) as a flat row, or None
+    when the entry is not an LGIP metric dict (e.g. a cache settings file)."""
     if not isinstance(entry, dict) or "model_tag" not in entry:
         return None
     config = entry.get("config") or {}
     row = {"model_tag": entry["model_tag"], "input": os.path.basename(config.get("input") or path),
            "script": config.get("script") or "", "num_images": entry.get("num_samples"), "source": path,
            "spec": config.get("spec", "")}
+    if "triples" in entry and "order" in entry:  # run_compositional.py
+        return compositional_row(entry, row)
     if "sensitivity_gap_mean" in entry:  # run_lgip_multi.py
         row.update(invariance_error=entry.get("invariance_error_mean"), sensitivity_gap=entry.get("sensitivity_gap_mean"),
                    pos_rate=entry.get("sensitivity_pos_rate"))
@@ -163,6 +195,30 @@ def table(rows):
     return header, body
 
 
+def compositional_columns(rows):
+    """[(row key, label, higher is better)] for the compositional rows' metrics, swap
+    types in the order first seen."""
+    swap_types = dict.fromkeys(key[len("swap_"):] for row in rows for key in row
+                               if key.startswith("swap_") and not key.endswith("_ci"))
+    return [(key, label, higher) for key, label, _name, higher in compositional_metrics(swap_types)]
+
+
+def compositional_table(rows):
+    """(header, body) of the compositional table: each metric with its interval, then
+    the blind baselines, then the number of images."""
+    columns = compositional_columns(rows)
+    arrow = {True: "↑", False: "↓"}
+    header = (["model", "input"] + [f"{label} {arrow[higher]} [95% CI]" for _key, label, higher in columns]
+              + [f"blind {label}" for _key, label, _higher in columns] + ["images"])
+    body = []
+    for row in rows:
+        body.append([row["model_tag"], row["input"]]
+                    + [fmt_ci(row.get(key), row.get(f"{key}_ci"), 3) for key, _label, _higher in columns]
+                    + [fmt(row.get(f"blind_{key}"), 3) for key, _label, _higher in columns]
+                    + [str(row.get("num_images") or "–")])
+    return header, body
+
+
 def markdown(header, body):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
@@ -170,18 +226,25 @@ def markdown(header, body):
 
 
 def write_csv(path, rows):
-    """The table with raw numbers (full precision, intervals as two columns)."""
-    flip_types = flip_types_of(rows)
+    """The tables with raw numbers (full precision, intervals as two columns): the LGIP
+    columns when there are LGIP rows, the compositional ones when there are those."""
+    lgip_rows = [row for row in rows if row.get("kind") != "compositional"]
+    composition = [key for key, _label, _higher in compositional_columns(
+        [row for row in rows if row.get("kind") == "compositional"])]
+    with_intervals = [key for key, _label, _higher in METRICS] if lgip_rows else []
+    with_intervals += composition + [f"blind_{key}" for key in composition]
     columns = ["model_tag", "input", "script", "spec", "num_images"]
-    for key, _label, _higher in METRICS:
+    for key in with_intervals:
         columns += [key, f"{key}_ci_low", f"{key}_ci_high"]
-    columns += [f"pos_rate_{t}" for t in flip_types] + ["i2t_r1", "t2i_r1", "source"]
+    if lgip_rows:
+        columns += [f"pos_rate_{t}" for t in flip_types_of(lgip_rows)] + ["i2t_r1", "t2i_r1"]
+    columns.append("source")
     with atomic_output(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in rows:
             flat = dict(row)
-            for key, _label, _higher in METRICS:
+            for key in with_intervals:
                 flat[f"{key}_ci_low"], flat[f"{key}_ci_high"] = row.get(f"{key}_ci") or (None, None)
             writer.writerow(["" if flat.get(column) is None else flat.get(column) for column in columns])
 
@@ -327,6 +390,9 @@ def diff_table(pairs):
     metrics = [(key, label) for key, label, _ in METRICS]
     flip_types = flip_types_of([row for pair in pairs for row in pair])
     metrics += [(f"pos_rate_{t}", f"pos. rate {t}") for t in flip_types] + [("i2t_r1", "R@1 i→t"), ("t2i_r1", "R@1 t→i")]
+    composition = compositional_columns([row for pair in pairs for row in pair if row.get("kind") == "compositional"])
+    metrics += [(key, label) for key, label, _higher in composition]
+    metrics += [(f"blind_{key}", f"blind {label}") for key, label, _higher in composition]
     header = ["model", "metric", "A", "B", "B − A", "95% CIs overlap"]
     body = []
     for row_a, row_b in pairs:
@@ -398,19 +464,26 @@ def main():
         if not args.inputs:
             return
     rows = load_rows(args.inputs)
-    print(markdown(*table(rows)))
+    lgip_rows = [row for row in rows if row.get("kind") != "compositional"]
+    compositional_rows = [row for row in rows if row.get("kind") == "compositional"]
+    if lgip_rows:
+        print(markdown(*table(lgip_rows)))
+    if compositional_rows:
+        print(("\n" if lgip_rows else "") + "Compositional probes (run_compositional.py; blind: the image replaced by "
+              "the mean image embedding):\n")
+        print(markdown(*compositional_table(compositional_rows)))
     if args.csv:
         write_csv(args.csv, rows)
         print(f"\nwrote {args.csv}")
     if args.plot_frontier:
-        plot_frontier(rows, args.plot_frontier)
+        plot_frontier(lgip_rows, args.plot_frontier)
         print(f"wrote {args.plot_frontier}")
     if args.plot_types:
-        plot_types(rows, args.plot_types)
+        plot_types(lgip_rows, args.plot_types)
         print(f"wrote {args.plot_types}")
     if args.correlate:
         print("\nSpearman rank correlation across models (retrieval vs LGIP):")
-        for (retrieval_label, label), (rho, count) in correlations(rows).items():
+        for (retrieval_label, label), (rho, count) in correlations(lgip_rows).items():
             shown = "– (needs 3+ models with both)" if rho is None else f"{rho:+.3f}"
             print(f"  {retrieval_label:>15} vs {label:<17} rho = {shown}  (n={count})")
 

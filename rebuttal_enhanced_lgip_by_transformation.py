@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, mean_or_none, output_base,
-                         print_metrics, record_ids, run_cli, string_list, write_metric_file)
+                         print_metrics, record_flips, record_ids, run_cli, string_list, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes.jsonl")
@@ -39,7 +39,6 @@ BIN_QUANTILES = (0.25, 0.75)
 # The release's test for a "simple" paraphrase when a file carries no same_caps_kind.
 SIMPLE_PHRASES = ("a photo of", "an image of", "a picture of", "in this image", "in the picture", "this image shows")
 SIMPLE_KINDS = {"template", "prefix", "simple"}
-TYPED_FLIP_PREFIX = "diff_caps_"
 
 
 def is_simple(text):
@@ -56,14 +55,7 @@ def variant_groups(record, index, path, line_no):
     simple = [(text, f"same:{kind}") for text, kind in zip(paraphrases, kinds) if is_simple(text)]
     advanced = [(text, f"same:{kind}") for text, kind in zip(paraphrases, kinds) if not is_simple(text)]
 
-    flip_type = {}
-    for key in record:
-        if key.startswith(TYPED_FLIP_PREFIX):
-            for text in string_list(record, key, index, path, line_no):
-                flip_type.setdefault(text, key[len(TYPED_FLIP_PREFIX):])
-    flips = string_list(record, "diff_caps", index, path, line_no)
-    flips += [text for text in flip_type if text not in set(flips)]
-    flip_group = [(text, f"flip:{flip_type.get(text, 'all')}") for text in flips]
+    flip_group = [(text, f"flip:{flip_type}") for text, flip_type in record_flips(record, index, path, line_no)]
 
     combined_texts = string_list(record, "combined_caps", index, path, line_no, text_field="text")
     combined_types = string_list(record, "combined_caps", index, path, line_no, text_field="combined_type")

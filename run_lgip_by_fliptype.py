@@ -9,7 +9,7 @@ same file and models, nothing new is encoded.
 """
 import os
 
-from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, gap_summary, mean_or_none,
+from lgip_common import (PAPER_MODELS, TYPED_FLIP_PREFIX, default_workers, evaluate, evaluation_arguments, gap_summary, mean_or_none,
                          output_base, print_metrics, record_ids, run_cli, string_list, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -22,7 +22,6 @@ TEXT_BATCH_SIZE = 256
 WORKERS = default_workers()
 BOOTSTRAP = 1000
 SEED = 0
-TYPED_FLIP_PREFIX = "diff_caps_"
 RELEASE_FLIP_TYPES = ["color", "number", "object"]  # always reported, as the release does, even when empty
 
 
