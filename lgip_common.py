@@ -276,12 +276,44 @@ class TokenBatch:
         self.ids, self.lengths, self.truncated = ids, lengths, truncated
 
 
+class TokenTable:
+    """Every text of a run tokenised once and stored ragged (each text's own tokens,
+    no padding), so memory follows the tokens: `lengths`, `truncated`, and `row_hash`,
+    a 64-bit hash of the padded row for finding texts with equal token ids."""
+
+    def __init__(self, flat, offsets, lengths, truncated, row_hash, pad_id: int, full_width: int):
+        self.flat, self.offsets, self.lengths = flat, offsets, lengths
+        self.truncated, self.row_hash, self.pad_id, self.full_width = truncated, row_hash, pad_id, full_width
+
+    def rows(self, texts, width: int):
+        """int64 tensor [len(texts), width]: each text's tokens, then `pad_id`."""
+        import numpy as np
+        import torch
+
+        out = np.full((len(texts), width), self.pad_id, dtype=np.int64)
+        for row, text in enumerate(texts):
+            length = min(int(self.lengths[text]), width)
+            out[row, :length] = self.flat[self.offsets[text]:self.offsets[text] + length]
+        return torch.from_numpy(out)
+
+    def same_ids(self, left, right):
+        """Boolean per pair: texts `left[k]` and `right[k]` have identical token ids."""
+        import numpy as np
+
+        same = (self.row_hash[left] == self.row_hash[right]) & (self.lengths[left] == self.lengths[right])
+        for k in np.flatnonzero(same):  # a hash match is checked token by token
+            a, b, n = self.offsets[left[k]], self.offsets[right[k]], self.lengths[left[k]]
+            same[k] = np.array_equal(self.flat[a:a + n], self.flat[b:b + n])
+        return same
+
+
 class VisionLanguageModel:
     """What every backend offers the engine. Embeddings come back as L2-normalised
     float32 CPU tensors."""
 
     backend = ""
     trims_padding = False  # True where dropping padding after the longest text is exact
+    pad_id = 0
 
     def settings(self) -> Dict[str, Any]:
         """Everything about preprocessing and tokenisation that changes an embedding."""
@@ -692,24 +724,35 @@ def library_versions() -> Dict[str, str]:
 
 class ShardStore:
     """Embeddings of one kind (images or texts) for one model and settings, as shard
-    files `<kind>-*.npz` holding keys, rows and a sha256 of both. A shard that cannot be
-    read or whose digest does not match is deleted with a warning and its rows are
-    encoded again."""
+    files `<kind>-*.npz` holding keys, rows and a sha256 of both. Nothing is held in
+    memory but the rows not yet written: `fill` reads the shards one at a time and
+    copies the rows a run asks for. A shard that cannot be read or whose digest does not
+    match is deleted with a warning and its rows are encoded again."""
 
     def __init__(self, folder: Optional[str], kind: str, shard_rows: int, settings: Optional[Dict[str, Any]] = None):
-        import numpy as np
-
         self.folder, self.kind, self.shard_rows, self.settings = folder, kind, shard_rows, settings
-        self.rows: Dict[str, Any] = {}
         self._pending_keys: List[str] = []
         self._pending_rows: List[Any] = []
         self.damaged = 0
-        if folder is None or not os.path.isdir(folder):
+
+    @staticmethod
+    def _digest(keys, embeddings) -> str:
+        import numpy as np
+
+        digest = hashlib.sha256(np.ascontiguousarray(keys).tobytes())
+        digest.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
+        return digest.hexdigest()
+
+    def _shards(self):
+        """(keys, embeddings) of each readable shard; damaged ones are removed."""
+        import numpy as np
+
+        if self.folder is None or not os.path.isdir(self.folder):
             return
-        for name in sorted(os.listdir(folder)):
-            if not (name.startswith(kind + "-") and name.endswith(".npz")):
+        for name in sorted(os.listdir(self.folder)):
+            if not (name.startswith(self.kind + "-") and name.endswith(".npz")):
                 continue
-            path = os.path.join(folder, name)
+            path = os.path.join(self.folder, name)
             try:
                 with np.load(path, allow_pickle=False) as shard:
                     keys, embeddings, digest = shard["keys"], shard["embeddings"], str(shard["digest"])
@@ -722,21 +765,34 @@ class ShardStore:
                 with contextlib.suppress(OSError):
                     os.remove(path)
                 continue
-            for key, row in zip(keys.tolist(), embeddings):
-                self.rows[key] = row
+            yield keys, embeddings
 
-    @staticmethod
-    def _digest(keys, embeddings) -> str:
+    def fill(self, keys: Sequence[Optional[str]]):
+        """(found mask, matrix) for `keys` (distinct, or None: never cached): the cached
+        rows, NaN elsewhere; the matrix is None when nothing was found."""
         import numpy as np
 
-        digest = hashlib.sha256(np.ascontiguousarray(keys).tobytes())
-        digest.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
-        return digest.hexdigest()
+        wanted = np.array([key or "" for key in keys], dtype="S48")
+        order = np.argsort(wanted, kind="stable")
+        sorted_wanted = wanted[order]
+        found = np.zeros(len(keys), dtype=bool)
+        matrix = None
+        for shard_keys, embeddings in self._shards():
+            shard_keys = shard_keys.astype("S48")
+            positions = np.searchsorted(sorted_wanted, shard_keys, side="left")
+            hits = positions < len(sorted_wanted)
+            hits[hits] = sorted_wanted[positions[hits]] == shard_keys[hits]
+            if not hits.any():
+                continue
+            if matrix is None:
+                matrix = np.full((len(keys), embeddings.shape[1]), np.nan, dtype=np.float32)
+            rows = order[positions[hits]]
+            matrix[rows] = embeddings[hits]
+            found[rows] = True
+        return found, matrix
 
     def add(self, keys: Sequence[str], embeddings) -> None:
-        """Keep new rows; every `shard_rows` of them become a shard on disk."""
-        for key, row in zip(keys, embeddings):
-            self.rows[key] = row
+        """Queue new rows; every `shard_rows` of them become a shard on disk."""
         if self.folder is None:
             return
         self._pending_keys.extend(keys)
@@ -832,83 +888,85 @@ def encode_images(model: VisionLanguageModel, paths: List[str], store: ShardStor
             keys.append(image_key(path))
         except OSError:
             keys.append(None)  # missing: the loader reports why
-    # Batches are cut from the full list, so an image is always encoded beside the same
-    # images whatever the cache holds: a resumed run reproduces a clean one bit for bit.
-    batches = [list(range(start, min(start + batch_size, len(paths)))) for start in range(0, len(paths), batch_size)]
-    batches = [batch for batch in batches if any(keys[i] is None or keys[i] not in store.rows for i in batch)]
+    found, matrix = store.fill(keys)
+    missing = np.flatnonzero(~found).tolist()
+    batches = [missing[start:start + batch_size] for start in range(0, len(missing), batch_size)]
     failures: Dict[int, str] = {}
     if batches:
         loader = torch.utils.data.DataLoader(_ImageFiles(paths, model.image_transform), batch_sampler=batches,
                                              num_workers=workers, collate_fn=_collate_images)
-        with tqdm(total=sum(map(len, batches)), desc=f"images [{model.spec.spec}]", unit="img", disable=not progress,
+        with tqdm(total=len(missing), desc=f"images [{model.spec.spec}]", unit="img", disable=not progress,
                   dynamic_ncols=True) as bar:
             for indices, pixels, failed in loader:
                 failures.update(failed)
                 if pixels is not None:
-                    store.add([keys[i] for i in indices], model.encode_images(pixels).numpy())
+                    embeddings = model.encode_images(pixels).numpy()
+                    if matrix is None:
+                        matrix = np.full((len(paths), embeddings.shape[1]), np.nan, dtype=np.float32)
+                    matrix[indices] = embeddings
+                    store.add([keys[i] for i in indices], embeddings)
                 bar.update(len(indices) + len(failed))
         store.flush()
-    dim = next(iter(store.rows.values())).shape[0] if store.rows else 1
-    matrix = np.full((len(paths), dim), np.nan, dtype=np.float32)
-    for i, key in enumerate(keys):
-        if i not in failures and key is not None and key in store.rows:
-            matrix[i] = store.rows[key]
-    return matrix, failures
+    return (matrix if matrix is not None else np.full((len(paths), 1), np.nan, np.float32)), failures
 
 
-def tokenize_all(model: VisionLanguageModel, texts: List[str], chunk: int = 8192, progress: bool = True) -> TokenBatch:
-    """Tokenise every text once (chunked so memory stays flat): int32 ids [T, L]."""
+def tokenize_all(model: VisionLanguageModel, texts: List[str], chunk: int = 8192, progress: bool = True) -> TokenTable:
+    """Tokenise every text once, in chunks so memory stays flat, into a TokenTable."""
     import numpy as np
     from tqdm import tqdm
 
-    ids, lengths, truncated = [], [], []
-    for start in tqdm(range(0, len(texts), chunk), desc="tokenising", unit="chunk", disable=not progress or len(texts) <= chunk,
-                      dynamic_ncols=True):
+    flat, lengths, truncated, hashes, full_width = [], [], [], [], 1
+    hash_weights = np.random.default_rng(0).integers(1, 2 ** 63, size=512, dtype=np.uint64) | np.uint64(1)
+    for start in tqdm(range(0, len(texts), chunk), desc="tokenising", unit="chunk",
+                      disable=not progress or len(texts) <= chunk, dynamic_ncols=True):
         batch = model.tokenize(texts[start:start + chunk])
-        ids.append(np.asarray(batch.ids, dtype=np.int32))
+        ids = np.asarray(batch.ids, dtype=np.int64)
+        full_width = ids.shape[1]
+        filled = np.arange(full_width)[None, :] < batch.lengths[:, None]
+        flat.append(ids[filled].astype(np.int32))
         lengths.append(batch.lengths)
         truncated.append(batch.truncated)
-    if not ids:
-        return TokenBatch(np.zeros((0, 1), np.int32), np.zeros(0, np.int64), np.zeros(0, bool))
-    return TokenBatch(np.concatenate(ids), np.concatenate(lengths), np.concatenate(truncated))
+        hashes.append((ids.astype(np.uint64) * hash_weights[:full_width]).sum(axis=1))
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+    return TokenTable(np.concatenate(flat) if flat else np.zeros(0, np.int32), offsets, lengths,
+                      np.concatenate(truncated) if truncated else np.zeros(0, bool),
+                      np.concatenate(hashes) if hashes else np.zeros(0, np.uint64), model.pad_id, full_width)
 
 
-def encode_text_units(model: VisionLanguageModel, texts: List[str], tokens: TokenBatch, unit_text, unit_width,
+def encode_text_units(model: VisionLanguageModel, texts: List[str], tokens: TokenTable, unit_text, unit_width,
                       store: ShardStore, batch_size: int, progress: bool = True):
     """Embeddings [U, D] of text units: text `unit_text[u]` padded to `unit_width[u]`
-    tokens (0: the model's default). Units are batched by token length so little
-    padding is encoded; cached units are not encoded again."""
+    tokens (0: the model's default). Only units missing from the cache are encoded,
+    in batches of one width: where trimming is exact (causal, end-token pooling) that
+    width is each text's own length, so no padding is encoded at all."""
     import numpy as np
-    import torch
     from tqdm import tqdm
 
     keys = [text_key(texts[t], int(w)) for t, w in zip(unit_text.tolist(), unit_width.tolist())]
-    # Batches are cut from all units in a fixed order (width, then token length), so a
-    # text is always encoded beside the same texts: cached batches are skipped and a
-    # resumed run reproduces a clean one bit for bit.
-    order = np.lexsort((np.arange(len(keys)), tokens.lengths[unit_text], unit_width))
-    batches, start = [], 0
-    while start < len(order):
-        stop = min(start + batch_size, len(order))
-        other_width = np.flatnonzero(unit_width[order[start:stop]] != unit_width[order[start]])
-        stop = start + other_width[0] if len(other_width) else stop
-        batches.append(order[start:stop])
-        start = stop
-    batches = [batch for batch in batches if any(keys[u] not in store.rows for u in batch)]
-    if batches:
-        with tqdm(total=sum(map(len, batches)), desc=f"texts  [{model.spec.spec}]", unit="txt", disable=not progress,
+    found, matrix = store.fill(keys)
+    missing = np.flatnonzero(~found)
+    if len(missing):
+        width = unit_width[missing].copy()
+        default = width == 0
+        width[default] = tokens.lengths[unit_text[missing[default]]] if model.trims_padding else tokens.full_width
+        order = np.lexsort((missing, width))
+        missing, width = missing[order], width[order]
+        starts = np.flatnonzero(np.r_[True, width[1:] != width[:-1]])
+        with tqdm(total=len(missing), desc=f"texts  [{model.spec.spec}]", unit="txt", disable=not progress,
                   dynamic_ncols=True) as bar:
-            for batch in batches:
-                rows = unit_text[batch]
-                lengths = tokens.lengths[rows]
-                width = int(unit_width[batch[0]])
-                if not width:
-                    width = int(lengths.max()) if model.trims_padding else tokens.ids.shape[1]
-                ids = torch.from_numpy(tokens.ids[rows, :width].astype(np.int64))
-                store.add([keys[u] for u in batch], model.encode_tokens(ids, lengths).numpy())
-                bar.update(len(batch))
+            for group_start, group_stop in zip(starts, np.r_[starts[1:], len(missing)]):
+                for start in range(group_start, group_stop, batch_size):
+                    batch = missing[start:min(start + batch_size, group_stop)]
+                    rows = unit_text[batch]
+                    embeddings = model.encode_tokens(tokens.rows(rows, int(width[start])), tokens.lengths[rows]).numpy()
+                    if matrix is None:
+                        matrix = np.full((len(keys), embeddings.shape[1]), np.nan, dtype=np.float32)
+                    matrix[batch] = embeddings
+                    store.add([keys[u] for u in batch], embeddings)
+                    bar.update(len(batch))
         store.flush()
-    return np.stack([store.rows[key] for key in keys]) if keys else np.zeros((0, 1), np.float32)
+    return matrix if matrix is not None else np.zeros((0, 1), np.float32)
 
 
 def rowwise_dot(left, left_rows, right, right_rows, chunk: int = 1 << 16):
@@ -938,7 +996,7 @@ class Scores:
     text_embeddings: Any
     caption_unit: Any
     pair_unit: Any
-    tokens: TokenBatch
+    tokens: TokenTable
     failures: Dict[int, str]
 
     def pair_text_cosine(self):
@@ -950,7 +1008,7 @@ class Scores:
         return int(self.record_valid.sum())
 
 
-def text_units(plan: PairPlan, tokens: TokenBatch, longest_padding: bool):
+def text_units(plan: PairPlan, tokens: TokenTable, longest_padding: bool):
     """(caption_unit, pair_unit, unit_text, unit_width). Normally a unit is a text. With
     longest padding (the release's SigLIP batches), a unit is a text at the width of the
     longest text of its group, since the padding changes the embedding."""
@@ -961,7 +1019,7 @@ def text_units(plan: PairPlan, tokens: TokenBatch, longest_padding: bool):
     group_width = np.zeros(plan.num_groups, dtype=np.int64)
     np.maximum.at(group_width, plan.caption_group, tokens.lengths[plan.caption_text])
     np.maximum.at(group_width, plan.pair_group, tokens.lengths[plan.pair_text])
-    width_span = int(tokens.ids.shape[1]) + 1
+    width_span = int(tokens.full_width) + 1
     caption_code = plan.caption_text * width_span + group_width[plan.caption_group]
     pair_code = plan.pair_text * width_span + group_width[plan.pair_group]
     unit_codes, inverse = np.unique(np.concatenate([caption_code, pair_code]), return_inverse=True)
@@ -1077,16 +1135,8 @@ def record_ids(scores: Scores, mask):
 
 def trivially_invariant_pairs(scores: Scores, mask) -> int:
     """How many masked pairs tokenise to exactly the caption's token ids."""
-    import numpy as np
-
-    plan, ids = scores.plan, scores.tokens.ids
-    caption_text = plan.caption_text[plan.pair_caption[mask]]
-    pair_text = plan.pair_text[mask]
-    same = 0
-    for start in range(0, len(pair_text), 1 << 16):
-        stop = start + (1 << 16)
-        same += int(np.all(ids[caption_text[start:stop]] == ids[pair_text[start:stop]], axis=1).sum())
-    return same
+    plan = scores.plan
+    return int(scores.tokens.same_ids(plan.caption_text[plan.pair_caption[mask]], plan.pair_text[mask]).sum())
 
 
 def run_facts(scores: Scores, paraphrase_mask) -> Dict[str, Any]:
