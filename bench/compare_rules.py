@@ -6,8 +6,8 @@ Each rule set runs the generators' own code (make_perturb_with_fliptypes.perturb
 and rebuttal_enhanced_perturb_with_fliptypes.perturb_captions, seeded as the scripts
 are), in memory; nothing is written.
 
-    /work/venv/bin/python bench/compare_rules.py                       # tests/data/base_sample.jsonl
-    /work/venv/bin/python bench/compare_rules.py --input lgip_coco_native5_train2017.jsonl --examples 20
+    python bench/compare_rules.py                       # tests/data/base_sample.jsonl
+    python bench/compare_rules.py --input lgip_coco_native5_train2017.jsonl --examples 20
 """
 from __future__ import annotations
 
