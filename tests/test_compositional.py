@@ -17,7 +17,7 @@ import lgip_common
 import lgip_perturb
 import lgip_report
 import run_compositional
-from conftest import DATA, run_script
+from conftest import DATA, REPO, run_script
 from lgip_perturb import (ORDER_TYPES, attribute_swap, compositional_swaps, normalise_caption, order_shuffles,
                           relation_swap, tag_caption, tag_lexicon)
 from test_evaluation import PlainEncoder, read_jsonl
@@ -265,13 +265,16 @@ def test_generator_bad_input_is_one_clear_error(tmp_path, content, expected):
 
 
 def test_generator_without_spacy_says_so_in_one_line(tmp_path):
-    import importlib.util
+    import subprocess
 
-    if importlib.util.find_spec("spacy") is not None:
-        pytest.skip("spaCy is installed here")
     path = tmp_path / "base.jsonl"
     path.write_text('{"orig_captions": ["a dog"]}\n')
-    result = run_script("make_compositional_perturb.py", "--input", path, "--tagger", "spacy")
+    # The script as a user runs it, with spaCy made unimportable whether or not it is installed.
+    script = str(REPO / "make_compositional_perturb.py")
+    program = (f"import sys, runpy; sys.modules['spacy'] = None; "
+               f"sys.argv = [{script!r}, '--input', {str(path)!r}, '--tagger', 'spacy']; "
+               f"runpy.run_path({script!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=str(REPO))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "spaCy is not installed" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base.jsonl"]
