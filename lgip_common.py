@@ -1291,8 +1291,15 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def evaluation_arguments(description: str, defaults: Dict[str, Any]) -> argparse.ArgumentParser:
-    """The flags every evaluation script takes; `defaults` are the script's constants."""
+def evaluation_arguments(description: str, constants: Dict[str, Any]) -> argparse.ArgumentParser:
+    """The flags every evaluation script takes, each defaulting to the script's UPPERCASE
+    constant of the same meaning (`constants` is the script's `globals()`: JSONL_PATH,
+    MODELS, DEVICE, PRECISION, BATCH_SIZE, TEXT_BATCH_SIZE, WORKERS, BOOTSTRAP, SEED)."""
+    defaults = {"input": constants["JSONL_PATH"], "models": constants["MODELS"], "device": constants["DEVICE"],
+                "precision": constants["PRECISION"], "batch_size": constants["BATCH_SIZE"],
+                "text_batch_size": constants["TEXT_BATCH_SIZE"], "workers": constants["WORKERS"],
+                "bootstrap": constants["BOOTSTRAP"], "seed": constants["SEED"],
+                "cache_shard_rows": constants.get("CACHE_SHARD_ROWS", 4096)}
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default=defaults["input"], help=f"perturbed JSONL (default: {defaults['input']})")
     parser.add_argument("--models", nargs="+", default=defaults["models"], metavar="SPEC",

@@ -146,9 +146,7 @@ def strength_analysis(scores, bootstrap):
 
 
 def main():
-    parser = evaluation_arguments(__doc__, {
-        "input": JSONL_PATH, "models": MODELS, "device": DEVICE, "precision": PRECISION, "batch_size": BATCH_SIZE,
-        "text_batch_size": TEXT_BATCH_SIZE, "workers": WORKERS, "bootstrap": BOOTSTRAP, "seed": SEED})
+    parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
     all_results = []
     for result in evaluate(args, variant_groups, strength_analysis, "rebuttal_enhanced_lgip_by_transformation.py"):

@@ -206,9 +206,7 @@ def compositional_metrics(scores, bootstrap):
 
 
 def main():
-    parser = evaluation_arguments(__doc__, {
-        "input": JSONL_PATH, "models": MODELS, "device": DEVICE, "precision": PRECISION, "batch_size": BATCH_SIZE,
-        "text_batch_size": TEXT_BATCH_SIZE, "workers": WORKERS, "bootstrap": BOOTSTRAP, "seed": SEED})
+    parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
     base = output_base(args)
     for metrics in evaluate(args, variant_groups, compositional_metrics, "run_compositional.py"):

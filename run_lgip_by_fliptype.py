@@ -62,9 +62,7 @@ def fliptype_metrics(scores, bootstrap):
 
 
 def main():
-    parser = evaluation_arguments(__doc__, {
-        "input": JSONL_PATH, "models": MODELS, "device": DEVICE, "precision": PRECISION, "batch_size": BATCH_SIZE,
-        "text_batch_size": TEXT_BATCH_SIZE, "workers": WORKERS, "bootstrap": BOOTSTRAP, "seed": SEED})
+    parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
     all_metrics = []
     for metrics in evaluate(args, variant_groups, fliptype_metrics, "run_lgip_by_fliptype.py"):

@@ -385,10 +385,7 @@ def baseline_release(spec: str, jsonl_path: str, device: str) -> dict:
 
 def engine_arguments(jsonl_path: str, spec: str, cache_dir: str, args) -> argparse.Namespace:
     """The evaluation scripts' own parser, fed the flags a user would type."""
-    parser = lgip_common.evaluation_arguments(run_lgip_multi.__doc__, {
-        "input": jsonl_path, "models": [spec], "device": args.device, "precision": "fp32",
-        "batch_size": BATCH_SIZE, "text_batch_size": TEXT_BATCH_SIZE, "workers": WORKERS, "bootstrap": BOOTSTRAP,
-        "seed": run_lgip_multi.SEED})
+    parser = lgip_common.evaluation_arguments(run_lgip_multi.__doc__, vars(run_lgip_multi))
     return parser.parse_args(["--input", jsonl_path, "--models", spec, "--device", args.device,
                               "--cache-dir", cache_dir, "--quiet", "--bootstrap", str(args.bootstrap),
                               "--workers", str(args.workers), "--batch-size", str(args.batch_size),
