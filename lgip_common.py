@@ -1160,7 +1160,7 @@ def run_facts(scores: Scores, paraphrase_mask) -> Dict[str, Any]:
 RETRIEVAL_KS = (1, 5, 10)
 
 
-def retrieval_recalls(scores: Scores, ks: Sequence[int] = RETRIEVAL_KS, max_chunk_cells: int = 1 << 25) -> Dict[str, Any]:
+def retrieval_recalls(scores: Scores, ks: Sequence[int] = RETRIEVAL_KS, max_chunk_cells: int = 1 << 22) -> Dict[str, Any]:
     """Standard retrieval over the evaluated images and their original captions:
     image->text recall@k (a hit when any of the image's captions ranks in the top k) and
     text->image recall@k (a hit when the caption's own image does). A candidate counts

@@ -294,6 +294,20 @@ def build_model(folder: str, embed_dim: int, width: int, layers: int) -> str:
 # Memory figures
 # ---------------------------------------------------------------------------------------
 
+def repository_version() -> str:
+    """The repository's commit (with `+changes` when files differ from it), or `unknown`."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+changes" if changed else "")
+
+
 def vm_rss_mb() -> float:
     """Current resident memory (VmRSS) of this process, MB."""
     with open("/proc/self/status", encoding="ascii") as handle:
@@ -383,9 +397,10 @@ def baseline_release(spec: str, jsonl_path: str, device: str) -> dict:
     return {"metrics": metrics, "encoded_images": images, "encoded_texts": texts}
 
 
-def engine_arguments(jsonl_path: str, spec: str, cache_dir: str, args) -> argparse.Namespace:
-    """The evaluation scripts' own parser, fed the flags a user would type."""
-    parser = lgip_common.evaluation_arguments(run_lgip_multi.__doc__, vars(run_lgip_multi))
+def engine_arguments(script_module, jsonl_path: str, spec: str, cache_dir: str, args) -> argparse.Namespace:
+    """The evaluation script's own parser (its constants as defaults, as the script builds
+    it from its globals), fed the flags a user would type."""
+    parser = lgip_common.evaluation_arguments(script_module.__doc__, vars(script_module))
     return parser.parse_args(["--input", jsonl_path, "--models", spec, "--device", args.device,
                               "--cache-dir", cache_dir, "--quiet", "--bootstrap", str(args.bootstrap),
                               "--workers", str(args.workers), "--batch-size", str(args.batch_size),
@@ -412,7 +427,7 @@ def rows_in(paths) -> int:
 
 def run_engine(script_module, compute_metrics, jsonl_path: str, spec: str, cache_dir: str, args) -> dict:
     """One evaluation script's code path, in-process; writes nothing but the cache."""
-    namespace = engine_arguments(jsonl_path, spec, cache_dir, args)
+    namespace = engine_arguments(script_module, jsonl_path, spec, cache_dir, args)
     metrics = list(lgip_common.evaluate(namespace, script_module.variant_groups, compute_metrics,
                                         os.path.basename(script_module.__file__)))
     return {"metrics": metrics[0]}
@@ -646,7 +661,8 @@ def parse_args():
                              "--seed match (default: a temporary folder, removed at the end)")
     parser.add_argument("--model", default=None, metavar="SPEC",
                         help="evaluate this model spec instead of the bench's tiny random CLIP "
-                             "(e.g. openclip:ViT-B-32@laion2b_s34b_b79k on a machine with the weights)")
+                             "(e.g. openclip:ViT-B-32@laion2b_s34b_b79k on a machine with the weights; the baseline "
+                             "stage needs an openclip: spec, the other stages take any)")
     parser.add_argument("--device", default=DEVICE, help="torch device for every stage (default: %(default)s)")
     parser.add_argument("--embed-dim", type=int, default=EMBED_DIM, help="tiny model: embedding size (default: %(default)s)")
     parser.add_argument("--width", type=int, default=WIDTH,
@@ -694,8 +710,10 @@ def main():
     workdir = args.workdir or tempfile.mkdtemp(prefix="lgip_bench_")
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    version = repository_version()
     print(f"bench_eval: --n {args.n}, stages {','.join(args.stage_list)}, device {args.device}, "
-          f"torch threads {torch.get_num_threads()}, workers {args.workers}, cpus {os.cpu_count()}, workdir {workdir}")
+          f"torch threads {torch.get_num_threads()}, workers {args.workers}, cpus {os.cpu_count()}, "
+          f"repository {version}, workdir {workdir}")
     try:
         # 1. Data: base set, images, and the two perturbed files from the same base.
         data = prepare_data(os.path.join(workdir, "data"), args.n, args.seed)
@@ -732,7 +750,7 @@ def main():
         # 4. Figures: table, ratios, metric agreement, targets.
         seconds = {name: s["seconds"] for name, s in stages.items()}
         figures = {
-            "settings": {"n": args.n, "seed": args.seed, "model": spec, "device": args.device,
+            "settings": {"n": args.n, "seed": args.seed, "model": spec, "device": args.device, "repository": version,
                          "torch_threads": torch.get_num_threads(), "workers": args.workers, "cpus": os.cpu_count(),
                          "batch_size": args.batch_size, "text_batch_size": args.text_batch_size,
                          "bootstrap": args.bootstrap, "profiled": args.profile,
