@@ -8,7 +8,7 @@ With the paper's rules and seed this writes the release's file byte for byte;
 import os
 import random
 
-from lgip_common import run_cli
+from lgip.cli import run_cli
 from lgip_perturb import (PAPER_RULES, RULE_SETS, cap_count, count_flips, generator_arguments, run_generator,
                           without_caption)
 

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from lgip_common import atomic_output, check_captions, iter_jsonl, refuse_same_path
+from lgip.io import atomic_output, check_captions, iter_jsonl, refuse_same_path
 
 # ---------------------------------------------------------------------------
 # The paper's word lists and templates (order matters: it fixes the random draws)
@@ -1152,7 +1152,7 @@ def run_generator(args, perturb_captions, output_pattern: str) -> None:
 import functools  # noqa: E402  (this section keeps its imports with it)
 from typing import NamedTuple  # noqa: E402
 
-from lgip_common import InputError  # noqa: E402
+from lgip.io import InputError  # noqa: E402
 
 ORDER_TYPES = ["shuffle_nouns_adjs", "shuffle_allbut_nouns_adjs", "shuffle_within_trigrams", "shuffle_trigrams"]
 SWAP_TYPES = ["attribute", "relation"]

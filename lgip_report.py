@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from lgip_common import InputError, atomic_output, metric_value, run_cli
+from lgip.cli import metric_value, run_cli
+from lgip.io import InputError, atomic_output
 
 FLIP_TYPES = ["color", "number", "object"]
 METRICS = [  # (row key, label, higher is better)

@@ -22,7 +22,8 @@ import os
 import random
 import time
 
-from lgip_common import iter_jsonl, run_cli
+from lgip.cli import run_cli
+from lgip.io import iter_jsonl
 from lgip_perturb import (ORDER_MAX_WORDS, ORDER_NORMALISATION, TAGGERS, compositional_swaps, default_output_path,
                           generate_file, generator_arguments, make_tagger, normalise_caption, order_shuffles,
                           positive_int, print_compositional_summary)

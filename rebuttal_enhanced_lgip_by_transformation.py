@@ -16,8 +16,10 @@ import os
 
 import numpy as np
 
-from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, mean_or_none, output_base,
-                         print_metrics, record_flips, record_ids, run_cli, string_list, write_metric_file)
+from lgip.engine import record_ids
+from lgip.stats import mean_or_none
+from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
+                         run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes.jsonl")
@@ -45,22 +47,15 @@ def is_simple(text):
     return any(phrase in text.lower() for phrase in SIMPLE_PHRASES)
 
 
-def variant_groups(record, index, path, line_no):
+def variant_groups(caption):
     """Paraphrases (by kind), flips (each once, typed), combined edits. Groups follow
     the release's encode calls: simple paraphrases, advanced ones, all flips."""
-    paraphrases = string_list(record, "same_caps", index, path, line_no)
-    kinds = string_list(record, "same_caps_kind", index, path, line_no)
-    if len(kinds) != len(paraphrases):
-        kinds = ["simple" if is_simple(text) else "advanced" for text in paraphrases]
-    simple = [(text, f"same:{kind}") for text, kind in zip(paraphrases, kinds) if is_simple(text)]
-    advanced = [(text, f"same:{kind}") for text, kind in zip(paraphrases, kinds) if not is_simple(text)]
-
-    flip_group = [(text, f"flip:{flip_type}") for text, flip_type in record_flips(record, index, path, line_no)]
-
-    combined_texts = string_list(record, "combined_caps", index, path, line_no, text_field="text")
-    combined_types = string_list(record, "combined_caps", index, path, line_no, text_field="combined_type")
-    combined = [(text, f"flip:{kind}") for text, kind in zip(combined_texts, combined_types)]
-    return [simple, advanced, flip_group, combined]
+    paraphrases = caption.paraphrase_kinds(lambda text: "simple" if is_simple(text) else "advanced")
+    simple = [(text, f"same:{kind}") for text, kind in paraphrases if is_simple(text)]
+    advanced = [(text, f"same:{kind}") for text, kind in paraphrases if not is_simple(text)]
+    flips = [(text, f"flip:{flip_type}") for text, flip_type in caption.flips()]
+    combined = [(text, f"flip:{kind}") for text, kind in caption.typed("combined_caps", "combined_type")]
+    return [simple, advanced, flips, combined]
 
 
 def sample_std(values):
@@ -86,12 +81,11 @@ def strength_analysis(scores, bootstrap):
     valid = scores.pair_valid
     same = plan.pairs_of("same") & valid
     invariance = np.abs(scores.pair_base - scores.pair_score)
-    same_kind = np.array([plan.kinds[code].split(":", 1)[1] for code in plan.pair_kind[same]], dtype=object)
+    same_kind = plan.pair_labels(same)
     simple_mask = np.isin(same_kind, list(SIMPLE_KINDS))
 
-    flip_types = np.array([kind.split(":", 1)[1] if kind.startswith("flip:") else "" for kind in plan.kinds], dtype=object)
     all_flips = plan.pairs_of("flip") & valid
-    pair_type = flip_types[plan.pair_kind[all_flips]]
+    pair_type = plan.pair_labels(all_flips)
     is_combined = np.array([t.startswith("para+") for t in pair_type], dtype=bool)
     gaps = (scores.pair_base - scores.pair_score)[all_flips]
     text_distance = np.clip(1.0 - scores.pair_text_cosine()[all_flips], 0.0, 1.0)

@@ -12,7 +12,7 @@ v2` makes true passives and meaning-keeping synonyms only (lgip_perturb.py).
 import os
 import random
 
-from lgip_common import run_cli
+from lgip.cli import run_cli
 from lgip_perturb import (FLIP_WORD_LISTS, PAPER_RULES, RULE_SETS, cap_count, combined_transformations, count_flips,
                           generator_arguments, run_generator, split_by_type, without_caption)
 

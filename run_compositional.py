@@ -21,9 +21,11 @@ import os
 
 import numpy as np
 
-from lgip_common import (PAPER_MODELS, InputError, default_workers, evaluate, evaluation_arguments, mean_or_none,
-                         output_base, print_metrics, record_flips, record_ids, run_cli, string_list, where,
-                         write_metric_file)
+from lgip.engine import record_ids
+from lgip.io import InputError
+from lgip.stats import mean_or_none
+from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
+                         run_cli, write_metric_file)
 from lgip_perturb import ORDER_TYPES, SWAP_TYPES
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -44,40 +46,30 @@ HEADLINE = ["order.precision_at_1", "order.pairwise_accuracy", "swaps.accuracy",
 # What is scored
 # ---------------------------------------------------------------------------
 
-def order_original(record, index, path, line_no):
+def order_original(caption):
     """`order_orig[index]`: the normalised caption the shuffles are compared with."""
-    table = record.get("order_orig")
-    text = table.get(index) if isinstance(table, dict) else None
+    table = caption.record.get("order_orig")
+    text = table.get(caption.index) if isinstance(table, dict) else None
     if not isinstance(text, str):
-        raise InputError(f"{where(path, line_no)}: 'order_caps'['{index}'] has shuffles but 'order_orig'['{index}'] "
-                         f"is not a string (make the file with make_compositional_perturb.py)")
+        raise InputError(f"{caption.where()}: 'order_caps'['{caption.index}'] has shuffles but "
+                         f"'order_orig'['{caption.index}'] is not a string (make the file with "
+                         f"make_compositional_perturb.py)")
     return text
 
 
-def typed_texts(record, key, index, path, line_no, type_field):
-    """(text, type) of the objects in `record[key][index]`."""
-    texts = string_list(record, key, index, path, line_no, text_field="text")
-    types = string_list(record, key, index, path, line_no, text_field=type_field)
-    return list(zip(texts, types))
-
-
-def variant_groups(record, index, path, line_no):
+def variant_groups(caption):
     """The normalised caption and its shuffles; the swaps; the paraphrases (by kind);
     the flips (each once, typed; `all` when untyped)."""
-    if "order_caps" not in record or "swap_caps" not in record:
-        raise InputError(f"{where(path, line_no)}: record has no 'order_caps'/'swap_caps'; run "
+    if "order_caps" not in caption.record or "swap_caps" not in caption.record:
+        raise InputError(f"{caption.where()}: record has no 'order_caps'/'swap_caps'; run "
                          f"make_compositional_perturb.py on this file first")
-    shuffles = typed_texts(record, "order_caps", index, path, line_no, "order_type")
-    order = [(order_original(record, index, path, line_no), "order:orig")] if shuffles else []
+    shuffles = caption.typed("order_caps", "order_type")
+    order = [(order_original(caption), "order:orig")] if shuffles else []
     order += [(text, f"order:{order_type}") for text, order_type in shuffles]
-    swaps = [(text, f"swap:{swap_type}") for text, swap_type in typed_texts(record, "swap_caps", index, path, line_no,
-                                                                             "swap_type")]
-    paraphrases = string_list(record, "same_caps", index, path, line_no)
-    kinds = string_list(record, "same_caps_kind", index, path, line_no)
-    if len(kinds) != len(paraphrases):
-        kinds = ["all"] * len(paraphrases)
-    return [order, swaps, [(text, f"same:{kind}") for text, kind in zip(paraphrases, kinds)],
-            [(text, f"diff:{flip_type}") for text, flip_type in record_flips(record, index, path, line_no)]]
+    swaps = [(text, f"swap:{swap_type}") for text, swap_type in caption.typed("swap_caps", "swap_type")]
+    paraphrases = caption.paraphrase_kinds(lambda text: "all")
+    return [order, swaps, [(text, f"same:{kind}") for text, kind in paraphrases],
+            [(text, f"diff:{flip_type}") for text, flip_type in caption.flips()]]
 
 
 # ---------------------------------------------------------------------------
@@ -101,7 +93,7 @@ def accuracy_by_label(scores, pairs, wins, prefix, labels, name, bootstrap):
 def pairs_by_label(plan, pairs, prefix, always=()):
     """{label: positions in `pairs`} for the pair kinds `prefix:label`: the labels in
     `always` first (reported even when empty), then the others sorted."""
-    code_of = {kind.split(":", 1)[1]: code for code, kind in enumerate(plan.kinds) if kind.startswith(prefix + ":")}
+    code_of = plan.labels_of(prefix)
     labels = list(always) + sorted(set(code_of) - set(always) - {"orig"})
     kinds = plan.pair_kind[pairs]
     return {label: np.flatnonzero(kinds == code_of.get(label, -1)) for label in labels}

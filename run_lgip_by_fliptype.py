@@ -9,8 +9,11 @@ same file and models, nothing new is encoded.
 """
 import os
 
-from lgip_common import (PAPER_MODELS, TYPED_FLIP_PREFIX, default_workers, evaluate, evaluation_arguments, gap_summary, mean_or_none,
-                         output_base, print_metrics, record_ids, run_cli, string_list, write_metric_file)
+from lgip.engine import record_ids
+from lgip.engine.plan import TYPED_FLIP_PREFIX
+from lgip.stats import gap_summary, mean_or_none
+from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
+                         run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_fliptypes.jsonl")
@@ -25,14 +28,12 @@ SEED = 0
 RELEASE_FLIP_TYPES = ["color", "number", "object"]  # always reported, as the release does, even when empty
 
 
-def variant_groups(record, index, path, line_no):
+def variant_groups(caption):
     """Paraphrases, all flips, and each typed flip list: one release encode call each."""
-    groups = [[(text, "same") for text in string_list(record, "same_caps", index, path, line_no)],
-              [(text, "diff") for text in string_list(record, "diff_caps", index, path, line_no)]]
-    for key in record:
-        if key.startswith(TYPED_FLIP_PREFIX):
-            flip_type = key[len(TYPED_FLIP_PREFIX):]
-            groups.append([(text, f"type:{flip_type}") for text in string_list(record, key, index, path, line_no)])
+    groups = [[(text, "same") for text in caption.strings("same_caps")],
+              [(text, "diff") for text in caption.strings("diff_caps")]]
+    for flip_type in caption.flip_types():
+        groups.append([(text, f"type:{flip_type}") for text in caption.strings(TYPED_FLIP_PREFIX + flip_type)])
     return groups
 
 
@@ -43,8 +44,7 @@ def fliptype_metrics(scores, bootstrap):
     invariance = abs(scores.pair_base[same] - scores.pair_score[same])
     bootstrap.add("invariance_error_mean", invariance, record_ids(scores, same))
     sections = {"global_sensitivity": plan.pairs_of("diff") & scores.pair_valid}
-    flip_types = RELEASE_FLIP_TYPES + sorted({kind[len("type:"):] for kind in plan.kinds if kind.startswith("type:")}
-                                             - set(RELEASE_FLIP_TYPES))
+    flip_types = RELEASE_FLIP_TYPES + sorted(set(plan.labels_of("type")) - set(RELEASE_FLIP_TYPES))
     sections.update({f"by_flip_type.{t}": plan.pairs_of(f"type:{t}") & scores.pair_valid for t in flip_types})
     summaries = {}
     for name, mask in sections.items():

@@ -10,8 +10,10 @@ encoded once per model, through the embedding cache shared by all scripts.
 """
 import os
 
-from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, gap_summary, mean_or_none,
-                         output_base, print_metrics, record_ids, retrieval_recalls, run_cli, string_list, write_metric_file)
+from lgip.engine import record_ids
+from lgip.stats import gap_summary, mean_or_none
+from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
+                         run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_perturb.jsonl")
@@ -26,11 +28,10 @@ SEED = 0
 HEADLINE = ["invariance_error_mean", "sensitivity_gap_mean", "sensitivity_pos_rate"]
 
 
-def variant_groups(record, index, path, line_no):
-    """Paraphrases and flips of caption `index`, each list one release encode call."""
-    same = [(text, "same") for text in string_list(record, "same_caps", index, path, line_no)]
-    diff = [(text, "diff") for text in string_list(record, "diff_caps", index, path, line_no)]
-    return [same, diff]
+def variant_groups(caption):
+    """The caption's paraphrases and flips, each list one release encode call."""
+    return [[(text, "same") for text in caption.strings("same_caps")],
+            [(text, "diff") for text in caption.strings("diff_caps")]]
 
 
 def lgip_metrics(scores, bootstrap):
@@ -51,7 +52,7 @@ def lgip_metrics(scores, bootstrap):
         "invariance_error_mean": mean_or_none(invariance),  # lower is better
         "sensitivity_gap_mean": sensitivity["gap_mean"],  # higher is better
         "sensitivity_pos_rate": sensitivity["pos_rate"],  # share of flips scored below the caption
-        "retrieval": retrieval_recalls(scores),  # standard R@k beside LGIP, over the same images and captions
+        "retrieval": scores.retrieval(),  # standard R@k beside LGIP, over the same images and captions
     }
 
 

@@ -8,8 +8,11 @@ import argparse
 import os
 import random
 
-from lgip_common import (InputError, PairPlan, check_captions, iter_jsonl, load_model, resolve_device,
-                         resolve_image_path, run_cli, score_plan, string_list)
+from lgip.cli import run_cli
+from lgip.engine import Caption, EvalSettings, PairPlan, score_plan
+from lgip.io import InputError, check_captions, iter_jsonl, resolve_image_path
+from lgip.models import load_model
+from lgip.models.base import resolve_device
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_perturb.jsonl")
@@ -18,6 +21,8 @@ DEVICE = "auto"
 NUM_EXAMPLES = 10
 MAX_FLIPS_PER_CAP = 5
 SEED = 42  # the release seeds Python's random with 42
+# A handful of texts: small batches, no cache, no worker processes, no progress bars.
+SANITY_SETTINGS = EvalSettings(batch_size=8, text_batch_size=64, workers=0, cache_dir=None, progress=False)
 
 
 def parse_args():
@@ -50,11 +55,12 @@ def select_examples(path, num_examples, max_flips, rng):
     for line_no in chosen_lines:
         record = records[line_no]
         captions = check_captions(record, path, line_no)
-        candidates = [i for i in range(len(captions)) if string_list(record, "diff_caps", str(i), path, line_no)]
+        flips_of = [Caption(record, str(i), text, path, line_no).strings("diff_caps") for i, text in enumerate(captions)]
+        candidates = [i for i, flips in enumerate(flips_of) if flips]
         if not candidates or not isinstance(record.get("image_path"), str):
             continue
         index = rng.choice(candidates)
-        flips = string_list(record, "diff_caps", str(index), path, line_no)
+        flips = flips_of[index]
         if len(flips) > max_flips:
             flips = rng.sample(flips, max_flips)
         examples.append((line_no, resolve_image_path(record["image_path"], path), index, captions[index], flips))
@@ -64,12 +70,12 @@ def select_examples(path, num_examples, max_flips, rng):
 def score_examples(args, examples, padding, device):
     """Per example, [caption score, flip scores...]: the caption and its flips are one
     group, encoded together as the release did (this matters for longest padding)."""
-    model = load_model(args.model, device, args.precision, padding)
+    model = load_model(args.model, device, args.precision, siglip_padding=padding)
     plan = PairPlan()
     for line_no, image_path, _index, caption, flips in examples:
         plan.add_record(line_no, image_path, [caption], [[[(caption, "orig")] + [(flip, "diff") for flip in flips]]])
     plan.finish()
-    scores = score_plan(model, plan, None, 8, 64, 0, 1 << 30, {}, progress=False)
+    scores = score_plan(model, plan, SANITY_SETTINGS)
     by_caption = [[] for _ in examples]
     for pair, caption_row in enumerate(plan.pair_caption):
         by_caption[caption_row].append(None if not scores.pair_valid[pair] else float(scores.pair_score[pair]))

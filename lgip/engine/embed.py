@@ -1,0 +1,155 @@
+"""Encoding: each unique image and each unique text once, in batches, through the cache.
+Images decode in DataLoader workers with the model's own preprocessing; texts are
+tokenised once into a ragged table and encoded in batches of one token width.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from lgip.engine.cache import ShardStore, image_key, text_key
+from lgip.models.base import VisionLanguageModel
+
+class TokenTable:
+    """Every text of a run tokenised once and stored ragged (each text's own tokens,
+    no padding), so memory follows the tokens: `lengths`, `truncated`, and `row_hash`,
+    a 64-bit hash of the padded row for finding texts with equal token ids."""
+
+    def __init__(self, flat, offsets, lengths, truncated, row_hash, pad_id: int, full_width: int):
+        self.flat, self.offsets, self.lengths = flat, offsets, lengths
+        self.truncated, self.row_hash, self.pad_id, self.full_width = truncated, row_hash, pad_id, full_width
+
+    def rows(self, texts, width: int):
+        """int64 tensor [len(texts), width]: each text's tokens, then `pad_id`."""
+
+        out = np.full((len(texts), width), self.pad_id, dtype=np.int64)
+        for row, text in enumerate(texts):
+            length = min(int(self.lengths[text]), width)
+            out[row, :length] = self.flat[self.offsets[text]:self.offsets[text] + length]
+        return torch.from_numpy(out)
+
+    def same_ids(self, left, right):
+        """Boolean per pair: texts `left[k]` and `right[k]` have identical token ids."""
+
+        same = (self.row_hash[left] == self.row_hash[right]) & (self.lengths[left] == self.lengths[right])
+        for k in np.flatnonzero(same):  # a hash match is checked token by token
+            a, b, n = self.offsets[left[k]], self.offsets[right[k]], self.lengths[left[k]]
+            same[k] = np.array_equal(self.flat[a:a + n], self.flat[b:b + n])
+        return same
+
+
+class _ImageFiles:
+    """A torch Dataset over image files: (index, pixels or None, failure reason)."""
+
+    def __init__(self, paths: List[str], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        try:
+            with Image.open(self.paths[index]) as image:
+                return index, self.transform(image.convert("RGB")), ""
+        except Exception as err:  # a missing or undecodable image is reported, never fatal here
+            return index, None, f"{type(err).__name__}: {err}"
+
+
+def _collate_images(items):
+    decoded = [(index, pixels) for index, pixels, _ in items if pixels is not None]
+    failed = [(index, reason) for index, pixels, reason in items if pixels is None]
+    indices = [index for index, _ in decoded]
+    pixels = torch.stack([p for _, p in decoded]) if decoded else None
+    return indices, pixels, failed
+
+
+def encode_images(model: VisionLanguageModel, paths: List[str], store: ShardStore, batch_size: int,
+                  workers: int, progress: bool = True):
+    """Embeddings [len(paths), D] (NaN rows for images that failed) and {index: reason}
+    for the failures. Cached images are not opened; the rest decode in DataLoader
+    workers with the model's own preprocessing."""
+    keys: List[Optional[str]] = []
+    for path in paths:
+        try:
+            keys.append(image_key(path))
+        except OSError:
+            keys.append(None)  # missing: the loader reports why
+    found, matrix = store.fill(keys)
+    missing = np.flatnonzero(~found).tolist()
+    batches = [missing[start:start + batch_size] for start in range(0, len(missing), batch_size)]
+    failures: Dict[int, str] = {}
+    if batches:
+        loader = torch.utils.data.DataLoader(_ImageFiles(paths, model.image_transform), batch_sampler=batches,
+                                             num_workers=workers, collate_fn=_collate_images)
+        with tqdm(total=len(missing), desc=f"images [{model.spec.spec}]", unit="img", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for indices, pixels, failed in loader:
+                failures.update(failed)
+                if pixels is not None:
+                    embeddings = model.encode_images(pixels).numpy()
+                    if matrix is None:
+                        matrix = np.full((len(paths), embeddings.shape[1]), np.nan, dtype=np.float32)
+                    matrix[indices] = embeddings
+                    store.add([keys[i] for i in indices], embeddings)
+                bar.update(len(indices) + len(failed))
+        store.flush()
+    return (matrix if matrix is not None else np.full((len(paths), 1), np.nan, np.float32)), failures
+
+
+def tokenize_all(model: VisionLanguageModel, texts: List[str], chunk: int = 8192, progress: bool = True) -> TokenTable:
+    """Tokenise every text once, in chunks so memory stays flat, into a TokenTable."""
+
+    flat, lengths, truncated, hashes, full_width = [], [], [], [], 1
+    hash_weights = np.random.default_rng(0).integers(1, 2 ** 63, size=512, dtype=np.uint64) | np.uint64(1)
+    for start in tqdm(range(0, len(texts), chunk), desc="tokenising", unit="chunk",
+                      disable=not progress or len(texts) <= chunk, dynamic_ncols=True):
+        batch = model.tokenize(texts[start:start + chunk])
+        ids = np.asarray(batch.ids, dtype=np.int64)
+        full_width = ids.shape[1]
+        filled = np.arange(full_width)[None, :] < batch.lengths[:, None]
+        flat.append(ids[filled].astype(np.int32))
+        lengths.append(batch.lengths)
+        truncated.append(batch.truncated)
+        hashes.append((ids.astype(np.uint64) * hash_weights[:full_width]).sum(axis=1))
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+    return TokenTable(np.concatenate(flat) if flat else np.zeros(0, np.int32), offsets, lengths,
+                      np.concatenate(truncated) if truncated else np.zeros(0, bool),
+                      np.concatenate(hashes) if hashes else np.zeros(0, np.uint64), model.pad_id, full_width)
+
+
+def encode_text_units(model: VisionLanguageModel, texts: List[str], tokens: TokenTable, unit_text, unit_width,
+                      store: ShardStore, batch_size: int, progress: bool = True):
+    """Embeddings [U, D] of text units: text `unit_text[u]` padded to `unit_width[u]`
+    tokens (0: the model's default). Only units missing from the cache are encoded,
+    in batches of one width: where trimming is exact (causal, end-token pooling) that
+    width is each text's own length, so no padding is encoded at all."""
+
+    keys = [text_key(texts[t], int(w)) for t, w in zip(unit_text.tolist(), unit_width.tolist())]
+    found, matrix = store.fill(keys)
+    missing = np.flatnonzero(~found)
+    if len(missing):
+        width = unit_width[missing].copy()
+        default = width == 0
+        width[default] = tokens.lengths[unit_text[missing[default]]] if model.trims_padding else tokens.full_width
+        order = np.lexsort((missing, width))
+        missing, width = missing[order], width[order]
+        starts = np.flatnonzero(np.r_[True, width[1:] != width[:-1]])
+        with tqdm(total=len(missing), desc=f"texts  [{model.spec.spec}]", unit="txt", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for group_start, group_stop in zip(starts, np.r_[starts[1:], len(missing)]):
+                for start in range(group_start, group_stop, batch_size):
+                    batch = missing[start:min(start + batch_size, group_stop)]
+                    rows = unit_text[batch]
+                    embeddings = model.encode_tokens(tokens.rows(rows, int(width[start])), tokens.lengths[rows]).numpy()
+                    if matrix is None:
+                        matrix = np.full((len(keys), embeddings.shape[1]), np.nan, dtype=np.float32)
+                    matrix[batch] = embeddings
+                    store.add([keys[u] for u in batch], embeddings)
+                    bar.update(len(batch))
+        store.flush()
+    return matrix if matrix is not None else np.zeros((0, 1), np.float32)

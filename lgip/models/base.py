@@ -1,0 +1,147 @@
+"""What every model backend offers the rest of the toolkit, and the pieces they share.
+
+A backend turns a spec into a model object with two paths to an image embedding: the
+cached, no-grad path the evaluation engine uses (`image_transform` in DataLoader
+workers, then `encode_images`), and a differentiable path for probes that work on
+pixels (`to_pixels`, `normalize_pixels`, `encode_pixels`, `image_features`). Texts go in
+as strings (`text_features`) or as token rows the engine batches (`tokenize`,
+`encode_tokens`).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from lgip.io import InputError
+from lgip.models.spec import ModelSpec
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> str:
+    """`auto` becomes cuda, then mps, then cpu, whichever is there; others are checked."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_available = mps is not None and mps.is_available()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if mps_available else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    if name == "mps" and not mps_available:
+        raise InputError("--device mps: MPS is not available on this machine")
+    if not (name in ("cpu", "mps", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise InputError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def weights_fingerprint(module) -> str:
+    """A fingerprint of a model's weights that costs one pass over them: names, shapes,
+    the sum of each tensor and its first and last values. Two different checkpoints of
+    one architecture get different fingerprints."""
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+            if flat.numel():
+                edge = torch.cat([flat[:64], flat[-64:]]).to(torch.float64).cpu().numpy().tobytes()
+                digest.update(edge + repr(float(flat.sum(dtype=torch.float64))).encode())
+    return digest.hexdigest()[:32]
+
+
+def unit_rows(features) -> torch.Tensor:
+    """float32 CPU rows scaled to unit length: how every embedding leaves a model."""
+    return torch.nn.functional.normalize(features.float(), dim=-1).cpu()
+
+
+class TokenBatch:
+    """Tokenised texts, padded to the model's full text length: `ids` [N, L] int64,
+    `lengths` (tokens up to and including the end token), `truncated` (the text did
+    not fit)."""
+
+    def __init__(self, ids, lengths, truncated):
+        self.ids, self.lengths, self.truncated = ids, lengths, truncated
+
+
+class VisionLanguageModel:
+    """The contract of a backend. A subclass sets `spec`, `device`, `precision`, `model`
+    (the torch module, in eval mode) and implements the methods that
+    raise NotImplementedError; the rest is built on them. Embeddings from `encode_*` and
+    `text_features` are L2-normalised float32 CPU tensors; `encode_pixels` and
+    `image_features` return raw features on the model's device. Parameters keep
+    `requires_grad` as loaded: freezing them switches PyTorch to other attention
+    kernels, which moves embeddings by about 3e-7 and would change cached results."""
+
+    backend = ""
+    trims_padding = False  # True where dropping padding after the longest text is exact
+    pad_id = 0
+    spec: ModelSpec
+    device: str
+    precision: str
+
+    def settings(self) -> Dict[str, Any]:
+        """Everything about preprocessing and tokenisation that changes an embedding."""
+        raise NotImplementedError
+
+    # --- images -----------------------------------------------------------------
+    def image_transform(self, image):
+        """PIL image -> the model-normalised tensor the image tower takes, exactly as the
+        model's own preprocessing makes it (picklable: DataLoader workers run it)."""
+        raise NotImplementedError
+
+    def to_pixels(self, image) -> torch.Tensor:
+        """PIL image -> float tensor [3, H, W] in [0, 1]: resized and cropped, not normalised."""
+        raise NotImplementedError
+
+    def pixel_mean_std(self):
+        """(mean, std) per channel, as the model normalises pixels."""
+        raise NotImplementedError
+
+    def image_tower(self, normalized) -> torch.Tensor:
+        """The image tower's raw output for model-normalised pixels already on the device."""
+        raise NotImplementedError
+
+    def normalize_pixels(self, pixels) -> torch.Tensor:
+        """[.., 3, H, W] pixels in [0, 1] -> model-normalised, as a differentiable step."""
+        mean, std = (torch.as_tensor(values, dtype=pixels.dtype, device=pixels.device).view(3, 1, 1)
+                     for values in self.pixel_mean_std())
+        return (pixels - mean) / std
+
+    def encode_pixels(self, normalized, grad: bool = False) -> torch.Tensor:
+        """Raw (not L2-normalised) float32 image features on the model's device for a
+        batch of model-normalised pixels; gradients flow to the input when `grad`."""
+        with torch.set_grad_enabled(grad):
+            normalized = normalized.to(device=self.device, dtype=TORCH_DTYPES[self.precision])
+            return self.image_tower(normalized).float()
+
+    def image_features(self, pixels, grad: bool = False) -> torch.Tensor:
+        """Raw image features for [N, 3, H, W] pixels in [0, 1] (see `encode_pixels`)."""
+        return self.encode_pixels(self.normalize_pixels(pixels), grad=grad)
+
+    def encode_images(self, normalized) -> torch.Tensor:
+        """Unit embeddings of a batch from `image_transform`, without gradients."""
+        return unit_rows(self.encode_pixels(normalized))
+
+    # --- texts ------------------------------------------------------------------
+    def tokenize(self, texts: List[str]) -> TokenBatch:
+        raise NotImplementedError
+
+    def encode_tokens(self, ids, lengths) -> torch.Tensor:
+        """Unit embeddings of a batch of token rows already cut to the width the caller chose."""
+        raise NotImplementedError
+
+    def text_features(self, texts: List[str]) -> torch.Tensor:
+        """Unit embeddings of a few texts (prompts, class names), at the model's full padding."""
+        tokens = self.tokenize(list(texts))
+        return self.encode_tokens(tokens.ids, tokens.lengths)
+
+    # --- scores -----------------------------------------------------------------
+    def logit_scale(self) -> float:
+        """The learned temperature that multiplies cosine similarities."""
+        return float(self.model.logit_scale.exp())
+
+    def logit_bias(self) -> Optional[float]:
+        """SigLIP's learned bias added to the scaled similarity; None for CLIP."""
+        bias = getattr(self.model, "logit_bias", None)
+        return None if bias is None else float(bias)
