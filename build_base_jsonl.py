@@ -22,7 +22,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
 from PIL import Image
 from tqdm import tqdm
 
-from lgip_common import InputError, atomic_output, refuse_same_path, run_cli
+from lgip.cli import run_cli
+from lgip.io import InputError, atomic_output, refuse_same_path
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 
