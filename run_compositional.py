@@ -24,7 +24,7 @@ import numpy as np
 from lgip_common import (PAPER_MODELS, InputError, default_workers, evaluate, evaluation_arguments, mean_or_none,
                          output_base, print_metrics, record_flips, record_ids, run_cli, string_list, where,
                          write_metric_file)
-from lgip_perturb import ORDER_TYPES, SWAP_TYPES
+from lgip.perturb import ORDER_TYPES, SWAP_TYPES
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes_with_compositional.jsonl")

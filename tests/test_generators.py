@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from conftest import DATA, run_script
-from lgip_perturb import (COLORS, enhanced_paraphrases, release_passive_paraphrases, release_synonym_paraphrases,
-                          template_paraphrases, typed_flips)
+from lgip.perturb.paper import (COLORS, enhanced_paraphrases, release_passive_paraphrases, release_synonym_paraphrases,
+                                template_paraphrases, typed_flips)
 
 GENERATORS = ["diff_gen_caption.py", "make_perturb_with_fliptypes.py", "rebuttal_enhanced_perturb_with_fliptypes.py"]
 
