@@ -16,17 +16,17 @@ beside `same_caps` and `diff_caps`, so `run_compositional.py` can also score
 hard-positive triples (caption, paraphrase, hard negative). Part-of-speech tags come
 from `--tagger lexicon` (offline: lemminflect's lexicon and context rules) or
 `--tagger spacy` (spaCy's en_core_web_sm, ARO's choice, when installed). The rules live
-in lgip_perturb.py.
+in lgip/perturb/compositional.py and tagger.py.
 """
 import os
 import random
 import time
 
-from lgip.cli import run_cli
+from lgip.cli import positive_int, run_cli
 from lgip.io import iter_jsonl
-from lgip_perturb import (ORDER_MAX_WORDS, ORDER_NORMALISATION, TAGGERS, compositional_swaps, default_output_path,
+from lgip.perturb import (ORDER_MAX_WORDS, ORDER_NORMALISATION, TAGGERS, compositional_swaps, default_output_path,
                           generate_file, generator_arguments, make_tagger, normalise_caption, order_shuffles,
-                          positive_int, print_compositional_summary)
+                          print_compositional_summary)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 INPUT_JSONL = os.path.join(_DIR, "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes.jsonl")

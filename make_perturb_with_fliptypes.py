@@ -3,13 +3,13 @@
 `diff_caps_number`, `diff_caps_object`), keyed by the caption's index.
 
 With the paper's rules and seed this writes the release's file byte for byte;
-`--rules v2` uses rules that keep English grammatical (lgip_perturb.py has both).
+`--rules v2` uses rules that keep English grammatical (lgip/perturb/ has both).
 """
 import os
 import random
 
 from lgip.cli import run_cli
-from lgip_perturb import (FLIP_WORD_LISTS, PAPER_RULES, RULE_SETS, cap_count, count_flips, generator_arguments,
+from lgip.perturb import (FLIP_WORD_LISTS, PAPER_RULES, RULE_SETS, cap_count, count_flips, generator_arguments,
                           run_generator, split_by_type, without_caption)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))

@@ -7,13 +7,13 @@ Unlike the release, whose paraphrase order went through a Python set and so chan
 from run to run, the output is identical on every run (first-seen order: templates,
 prefixes, passive, synonyms). The release's "passive" rewrites swap subject and
 object and change the meaning; they are kept here to reproduce the release. `--rules
-v2` makes true passives and meaning-keeping synonyms only (lgip_perturb.py).
+v2` makes true passives and meaning-keeping synonyms only (lgip/perturb/v2.py).
 """
 import os
 import random
 
 from lgip.cli import run_cli
-from lgip_perturb import (FLIP_WORD_LISTS, PAPER_RULES, RULE_SETS, cap_count, combined_transformations, count_flips,
+from lgip.perturb import (FLIP_WORD_LISTS, PAPER_RULES, RULE_SETS, cap_count, combined_transformations, count_flips,
                           generator_arguments, run_generator, split_by_type, without_caption)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))

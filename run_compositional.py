@@ -23,10 +23,10 @@ import numpy as np
 
 from lgip.engine import record_ids
 from lgip.io import InputError
+from lgip.perturb import ORDER_TYPES, SWAP_TYPES
 from lgip.stats import mean_or_none
 from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
                          run_cli, write_metric_file)
-from lgip_perturb import ORDER_TYPES, SWAP_TYPES
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes_with_compositional.jsonl")

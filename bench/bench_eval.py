@@ -36,7 +36,7 @@ Data: `--n` records with five captions each, built from a word bank so that the 
 number and object flips fire, and one JPEG per record (COCO-like sizes, random shapes over
 a noise texture, fixed by `--seed`), perturbed with the real generators' rules
 (diff_gen_caption.perturb_captions, make_perturb_with_fliptypes.perturb_captions through
-lgip_perturb.generate_file, seed 42 as the scripts). Model: a small random open_clip CLIP
+lgip.perturb.generate_file, seed 42 as the scripts). Model: a small random open_clip CLIP
 built here and saved as a `local-dir:` folder, loaded through `openclip:local-dir:DIR`;
 `--model SPEC` uses any other spec instead.
 
@@ -69,8 +69,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import diff_gen_caption  # noqa: E402  (after the path is set)
+import lgip.perturb  # noqa: E402
 import lgip_common  # noqa: E402
-import lgip_perturb  # noqa: E402
 import make_perturb_with_fliptypes  # noqa: E402
 import run_lgip_by_fliptype  # noqa: E402
 import run_lgip_multi  # noqa: E402
@@ -114,9 +114,9 @@ TARGET_PEAK_MB = 2048  # peak resident memory, for the --n 20000 run
 BUSY_SHARE = 0.10  # other processes using more than this share of the CPUs during a stage: a warning
 
 # --- the word bank the captions are built from ----------------------------------------
-COLORS = lgip_perturb.COLORS
-NUMBERS = lgip_perturb.NUMBER_WORDS
-OBJECTS = lgip_perturb.OBJECTS
+COLORS = lgip.perturb.COLORS
+NUMBERS = lgip.perturb.NUMBER_WORDS
+OBJECTS = lgip.perturb.OBJECTS
 PLURAL = {"bus": "buses", "person": "people"}
 ADJECTIVES = ["small", "large", "old", "young", "tall", "little", "big", "wet"]
 PEOPLE = ["man", "woman", "boy", "girl", "child", "group of people"]
@@ -220,8 +220,8 @@ def perturb(base_path: str) -> tuple:
     for module, pattern in [(diff_gen_caption, diff_gen_caption.OUTPUT_PATTERN),
                             (make_perturb_with_fliptypes, make_perturb_with_fliptypes.OUTPUT_PATTERN)]:
         rng = random.Random(GENERATOR_SEED)
-        output = lgip_perturb.default_output_path(base_path, pattern)
-        lgip_perturb.generate_file(base_path, output, lambda captions, counts, m=module, r=rng:
+        output = lgip.perturb.default_output_path(base_path, pattern)
+        lgip.perturb.generate_file(base_path, output, lambda captions, counts, m=module, r=rng:
                                    m.perturb_captions(captions, r, counts))
         outputs.append(output)
     return tuple(outputs)
@@ -231,13 +231,16 @@ def prepare_data(folder: str, n: int, seed: int) -> dict:
     """Base set, images and both perturbed files; reused when a previous run in the same
     folder made them with the same --n and --seed and the same generator code."""
     manifest_path = os.path.join(folder, "manifest.json")
-    rules = [lgip_common.file_sha256(module.__file__) for module in (lgip_perturb, diff_gen_caption, make_perturb_with_fliptypes)]
+    rules_folder = os.path.dirname(lgip.perturb.__file__)
+    code = sorted(os.path.join(rules_folder, name) for name in os.listdir(rules_folder) if name.endswith(".py"))
+    code += [diff_gen_caption.__file__, make_perturb_with_fliptypes.__file__]
+    rules = [lgip_common.file_sha256(path) for path in code]
     wanted = {"n": n, "seed": seed, "generator_seed": GENERATOR_SEED, "sizes": IMAGE_SIZES, "format": DATA_FORMAT,
               "generator_sha256": rules}
     base_path = os.path.join(folder, "bench_base.jsonl")
     files = {"base": base_path,
-             "perturb": lgip_perturb.default_output_path(base_path, diff_gen_caption.OUTPUT_PATTERN),
-             "fliptypes": lgip_perturb.default_output_path(base_path, make_perturb_with_fliptypes.OUTPUT_PATTERN)}
+             "perturb": lgip.perturb.default_output_path(base_path, diff_gen_caption.OUTPUT_PATTERN),
+             "fliptypes": lgip.perturb.default_output_path(base_path, make_perturb_with_fliptypes.OUTPUT_PATTERN)}
     started = time.perf_counter()
     try:
         with open(manifest_path, encoding="utf-8") as handle:

@@ -24,7 +24,7 @@ if REPO not in sys.path:
 import make_perturb_with_fliptypes  # noqa: E402  (after the path is set)
 import rebuttal_enhanced_perturb_with_fliptypes  # noqa: E402
 from lgip.io import check_captions, iter_jsonl  # noqa: E402
-from lgip_perturb import FLIP_WORD_LISTS, RULE_SETS  # noqa: E402
+from lgip.perturb import FLIP_WORD_LISTS, RULE_SETS  # noqa: E402
 
 INPUT_JSONL = os.path.join(REPO, "tests", "data", "base_sample.jsonl")
 SEED = 42  # the generators' seed

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 import lgip_common
-import lgip_perturb
 import lgip_report
 import run_compositional
 from conftest import DATA, REPO, run_script
-from lgip_perturb import (ORDER_TYPES, attribute_swap, compositional_swaps, normalise_caption, order_shuffles,
-                          relation_swap, tag_caption, tag_lexicon)
+from lgip.io import InputError
+from lgip.perturb.compositional import (ORDER_TYPES, attribute_swap, compositional_swaps, order_shuffles,
+                                        relation_swap, tag_caption)
+from lgip.perturb.tagger import ORDER_NORMALISATION, caption_tokens, make_tagger, normalise_caption, tag_lexicon
 from test_evaluation import PlainEncoder, read_jsonl
 
 NEAR = 1e-5  # scores closer than this may order differently in two float32 computations
@@ -27,7 +28,7 @@ NEAR = 1e-5  # scores closer than this may order differently in two float32 comp
 
 def words(text):
     """The lower-case tokens of a text, as a multiset."""
-    return Counter(token.lower() for token, _start, _end in lgip_perturb.caption_tokens(text))
+    return Counter(token.lower() for token, _start, _end in caption_tokens(text))
 
 
 # --- normalisation and shuffles -------------------------------------------------------
@@ -150,14 +151,14 @@ def test_spacy_tagger_is_a_drop_in_with_a_clear_error_when_missing(monkeypatch):
     fake_tokens.Doc = lambda vocab, words: words
     monkeypatch.setitem(sys.modules, "spacy", fake)
     monkeypatch.setitem(sys.modules, "spacy.tokens", fake_tokens)
-    tagger = lgip_perturb.make_tagger("spacy")
+    tagger = make_tagger("spacy")
     assert tagger(["a", "black", "cat", "Rome"]) == ["DET", "ADJ", "NOUN", "NOUN"]
 
     def missing(name, exclude=()):
         raise OSError(f"[E050] Can't find model '{name}'.")
     fake.load = missing
-    with pytest.raises(lgip_common.InputError, match="en_core_web_sm could not be loaded"):
-        lgip_perturb.make_tagger("spacy")
+    with pytest.raises(InputError, match="en_core_web_sm could not be loaded"):
+        make_tagger("spacy")
 
 
 # --- swaps ------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def test_generator_adds_keys_to_a_perturbed_file(tiny, compositional):
         assert {key: new[key] for key in old} == old  # every key kept as it was
         assert list(new)[len(old):] == ["order_orig", "order_caps", "swap_caps", "compositional_normalisation",
                                         "compositional_tagger"]
-        assert new["compositional_normalisation"] == lgip_perturb.ORDER_NORMALISATION
+        assert new["compositional_normalisation"] == ORDER_NORMALISATION
         for index, caption in enumerate(new["orig_captions"]):
             original = new["order_orig"][str(index)]
             assert original == normalise_caption(caption)

@@ -1,15 +1,18 @@
 """The three generators: the paper's rules on hand-worked captions, byte-for-byte
-agreement with the release, determinism, summaries and bad input."""
+agreement with the release, determinism, summaries and bad input; and that the
+data-preparation scripts never load torch."""
 import hashlib
 import json
 import random
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from conftest import DATA, run_script
-from lgip_perturb import (COLORS, enhanced_paraphrases, release_passive_paraphrases, release_synonym_paraphrases,
-                          template_paraphrases, typed_flips)
+from conftest import DATA, REPO, run_script
+from lgip.perturb.paper import (COLORS, enhanced_paraphrases, release_passive_paraphrases, release_synonym_paraphrases,
+                                template_paraphrases, typed_flips)
 
 GENERATORS = ["diff_gen_caption.py", "make_perturb_with_fliptypes.py", "rebuttal_enhanced_perturb_with_fliptypes.py"]
 
@@ -222,3 +225,24 @@ def test_existing_output_survives_a_failed_run(tmp_path):
     output.write_text("precious\n")
     assert run_script("diff_gen_caption.py", "--input", base, "--output", output).returncode == 2
     assert output.read_text() == "precious\n"
+
+
+# --- no torch where none is needed ----------------------------------------------------
+# lgip_report.py is left out while it imports lgip_common, which is being split.
+DATA_SCRIPTS = GENERATORS + ["make_compositional_perturb.py", "build_base_jsonl.py"]
+
+
+@pytest.mark.parametrize("script", DATA_SCRIPTS)
+def test_data_preparation_scripts_do_not_import_torch(script):
+    # The script's module level (all its imports) as a user's run executes it, without main().
+    program = (f"import sys, runpy; runpy.run_path({str(REPO / script)!r}, run_name='imported'); "
+               f"assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=str(REPO))
+    assert result.returncode == 0, result.stderr
+
+
+def test_perturb_package_imports_neither_torch_nor_numpy():
+    program = ("import sys, lgip.perturb; "
+               "assert not {'torch', 'numpy'} & set(sys.modules), sorted({'torch', 'numpy'} & set(sys.modules))")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=str(REPO))
+    assert result.returncode == 0, result.stderr

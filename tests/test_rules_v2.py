@@ -7,10 +7,12 @@ import random
 import pytest
 
 from conftest import DATA, run_script
-from lgip_perturb import (COCO_CATEGORIES, COLORS_V2, RELEASE_SYNONYMS, RULE_SETS, category_forms, color_site,
-                          copy_case, enhanced_paraphrases_v2, flip_v2, indefinite_article, mid_sentence,
-                          number_site, object_nouns, object_site, passive_paraphrases_v2, split_words,
-                          synonym_paraphrases_v2, template_paraphrases_v2, tidy)
+from lgip.perturb.grammar import (COCO_CATEGORIES, COLORS_V2, category_forms, copy_case, indefinite_article,
+                                  object_nouns, split_words)
+from lgip.perturb.paper import RELEASE_SYNONYMS
+from lgip.perturb.rules import RULE_SETS
+from lgip.perturb.v2 import (color_site, enhanced_paraphrases_v2, flip_v2, mid_sentence, number_site, object_site,
+                             passive_paraphrases_v2, synonym_paraphrases_v2, template_paraphrases_v2, tidy)
 
 GENERATORS = ["diff_gen_caption.py", "make_perturb_with_fliptypes.py", "rebuttal_enhanced_perturb_with_fliptypes.py"]
 V2 = RULE_SETS["v2"]
