@@ -8,8 +8,8 @@ What it measures (every stage on the same synthetic data and the same model weig
                 paraphrases in one call and its flips in one call, every text padded to
                 the full context, cosines as Python floats (model loading included,
                 as in stages 2 and 3).
-  2. multi      run_lgip_multi.py's code path in-process (lgip_common.evaluate with the
-                script's own variant groups, metrics and constants) on the
+  2. multi      run_lgip_multi.py's code path in-process (the engine's evaluate_models
+                with the script's own variant groups and metrics) on the
                 `*_with_perturb.jsonl` file, with an empty embedding cache, including
                 plan reading, model loading, the bootstrap and the run facts.
   3. fliptype   run_lgip_by_fliptype.py's code path right after, on the
@@ -70,7 +70,14 @@ if REPO not in sys.path:
 
 import diff_gen_caption  # noqa: E402  (after the path is set)
 import lgip.perturb  # noqa: E402
-import lgip_common  # noqa: E402
+from lgip.cli import default_workers, run_cli  # noqa: E402
+from lgip.engine import EvalSettings, build_plan, evaluate_models  # noqa: E402
+from lgip.engine.cache import ShardStore, library_versions  # noqa: E402
+from lgip.engine.embed import encode_images, encode_text_units, tokenize_all  # noqa: E402
+from lgip.engine.scores import text_units  # noqa: E402
+from lgip.io import InputError, atomic_output, file_sha256, write_json  # noqa: E402
+from lgip.models import load_model  # noqa: E402
+from lgip.tiny import build_tiny_openclip  # noqa: E402
 import make_perturb_with_fliptypes  # noqa: E402
 import run_lgip_by_fliptype  # noqa: E402
 import run_lgip_multi  # noqa: E402
@@ -99,7 +106,7 @@ DEVICE = "cpu"
 # --- engine settings: the evaluation scripts' own constants -------------------------
 BATCH_SIZE = run_lgip_multi.BATCH_SIZE
 TEXT_BATCH_SIZE = run_lgip_multi.TEXT_BATCH_SIZE
-WORKERS = lgip_common.default_workers()
+WORKERS = default_workers()
 BOOTSTRAP = 1000
 CACHE_SHARD_ROWS = 4096
 
@@ -203,7 +210,7 @@ def write_base(folder: str, n: int, seed: int) -> str:
     side = max(max(size) for size in IMAGE_SIZES) + 128
     noise = np.random.default_rng(seed).normal(0, NOISE_AMPLITUDE / 2, size=(side, side, 3)).astype(np.int16)
     base_path = os.path.join(folder, "bench_base.jsonl")
-    with lgip_common.atomic_output(base_path) as out:
+    with atomic_output(base_path) as out:
         for i in range(n):
             name = f"img_{i:06d}.jpg"
             draw_image(os.path.join(image_folder, name), rng, noise)
@@ -234,7 +241,7 @@ def prepare_data(folder: str, n: int, seed: int) -> dict:
     rules_folder = os.path.dirname(lgip.perturb.__file__)
     code = sorted(os.path.join(rules_folder, name) for name in os.listdir(rules_folder) if name.endswith(".py"))
     code += [diff_gen_caption.__file__, make_perturb_with_fliptypes.__file__]
-    rules = [lgip_common.file_sha256(path) for path in code]
+    rules = [file_sha256(path) for path in code]
     wanted = {"n": n, "seed": seed, "generator_seed": GENERATOR_SEED, "sizes": IMAGE_SIZES, "format": DATA_FORMAT,
               "generator_sha256": rules}
     base_path = os.path.join(folder, "bench_base.jsonl")
@@ -251,7 +258,7 @@ def prepare_data(folder: str, n: int, seed: int) -> dict:
         os.makedirs(folder, exist_ok=True)
         write_base(folder, n, seed)
         perturb(base_path)
-        lgip_common.write_json(manifest_path, wanted)
+        write_json(manifest_path, wanted)
     image_bytes = sum(os.path.getsize(os.path.join(folder, "images", f"img_{i:06d}.jpg")) for i in range(n))
     return {**files, "reused": reused, "seconds": time.perf_counter() - started, "image_mb": image_bytes / 2**20}
 
@@ -261,36 +268,15 @@ def prepare_data(folder: str, n: int, seed: int) -> dict:
 # ---------------------------------------------------------------------------------------
 
 def build_model(folder: str, embed_dim: int, width: int, layers: int) -> str:
-    """A random open_clip CLIP saved as a `local-dir:` folder (config + safetensors);
+    """A random open_clip CLIP saved as a `local-dir:` folder (config + fp32 safetensors);
     returns its spec. Loading it back and encoding once also warms torch up."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
     model_cfg = {
         "embed_dim": embed_dim,
         "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "width": width, "layers": layers},
         "text_cfg": {"context_length": CONTEXT_LENGTH, "vocab_size": VOCAB_SIZE, "width": width,
                      "heads": TEXT_HEADS, "layers": layers},
     }
-    preprocess_cfg = {"size": IMAGE_SIZE, "mean": [0.48145466, 0.4578275, 0.40821073],
-                      "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic",
-                      "resize_mode": "shortest"}
-    os.makedirs(folder, exist_ok=True)
-    torch.manual_seed(0)
-    model = open_clip.model.CLIP(**model_cfg)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(folder, "open_clip_model.safetensors"))
-    lgip_common.write_json(os.path.join(folder, "open_clip_config.json"),
-                           {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg})
-    spec = "openclip:local-dir:" + folder
-    loaded = lgip_common.load_model(spec, DEVICE)
-    with torch.no_grad():
-        text = loaded.model.encode_text(loaded.tokenizer(["a red dog on the street"]))
-        image = loaded.model.encode_image(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
-    if text.shape != (1, embed_dim) or image.shape != (1, embed_dim):
-        raise RuntimeError(f"bench model gave shapes {tuple(text.shape)}, {tuple(image.shape)}")
-    return spec
+    return build_tiny_openclip(folder, model_cfg, half_weights=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -360,9 +346,9 @@ def baseline_release(spec: str, jsonl_path: str, device: str) -> dict:
     import torch
     from PIL import Image
 
-    loaded = lgip_common.load_model(spec, device)
+    loaded = load_model(spec, device)
     if loaded.backend != "openclip":
-        raise lgip_common.InputError(f"{spec}: the baseline is written for open_clip models")
+        raise InputError(f"{spec}: the baseline is written for open_clip models")
     model, tokenizer, preprocess = loaded.model, loaded.tokenizer, loaded.preprocess
     folder = os.path.dirname(os.path.abspath(jsonl_path))
     invariance, gaps = [], []
@@ -400,15 +386,11 @@ def baseline_release(spec: str, jsonl_path: str, device: str) -> dict:
     return {"metrics": metrics, "encoded_images": images, "encoded_texts": texts}
 
 
-def engine_arguments(script_module, jsonl_path: str, spec: str, cache_dir: str, args) -> argparse.Namespace:
-    """The evaluation script's own parser (its constants as defaults, as the script builds
-    it from its globals), fed the flags a user would type."""
-    parser = lgip_common.evaluation_arguments(script_module.__doc__, vars(script_module))
-    return parser.parse_args(["--input", jsonl_path, "--models", spec, "--device", args.device,
-                              "--cache-dir", cache_dir, "--quiet", "--bootstrap", str(args.bootstrap),
-                              "--workers", str(args.workers), "--batch-size", str(args.batch_size),
-                              "--text-batch-size", str(args.text_batch_size),
-                              "--cache-shard-rows", str(args.cache_shard_rows)])
+def engine_settings(cache_dir: str, args) -> EvalSettings:
+    """The engine's settings for a stage, as the scripts' flags would give them."""
+    return EvalSettings(device=args.device, batch_size=args.batch_size, text_batch_size=args.text_batch_size,
+                        workers=args.workers, cache_dir=cache_dir, cache_shard_rows=args.cache_shard_rows,
+                        bootstrap=args.bootstrap, progress=False)
 
 
 def shard_files(cache_dir: str, kind: str) -> set:
@@ -430,26 +412,24 @@ def rows_in(paths) -> int:
 
 def run_engine(script_module, compute_metrics, jsonl_path: str, spec: str, cache_dir: str, args) -> dict:
     """One evaluation script's code path, in-process; writes nothing but the cache."""
-    namespace = engine_arguments(script_module, jsonl_path, spec, cache_dir, args)
-    metrics = list(lgip_common.evaluate(namespace, script_module.variant_groups, compute_metrics,
-                                        os.path.basename(script_module.__file__)))
+    metrics = list(evaluate_models(engine_settings(cache_dir, args), [spec], jsonl_path, script_module.variant_groups,
+                                   compute_metrics, os.path.basename(script_module.__file__)))
     return {"metrics": metrics[0]}
 
 
 def lower_bound(spec: str, jsonl_path: str, args, timed) -> dict:
     """Each unique image and text of the file encoded once in the engine's batches,
     no cache; plan reading and model loading are outside the timed part."""
-    model = lgip_common.load_model(spec, args.device)
-    plan = lgip_common.build_plan(jsonl_path, run_lgip_multi.variant_groups)
+    model = load_model(spec, args.device)
+    plan = build_plan(jsonl_path, run_lgip_multi.variant_groups)
 
     def encode_everything():
-        images, failures = lgip_common.encode_images(model, plan.images, lgip_common.ShardStore(None, "images", 0),
-                                                     args.batch_size, args.workers, progress=False)
-        tokens = lgip_common.tokenize_all(model, plan.texts, progress=False)
-        _caption_unit, _pair_unit, unit_text, unit_width = lgip_common.text_units(plan, tokens, False)
-        texts = lgip_common.encode_text_units(model, plan.texts, tokens, unit_text, unit_width,
-                                              lgip_common.ShardStore(None, "texts", 0), args.text_batch_size,
-                                              progress=False)
+        images, failures = encode_images(model, plan.images, ShardStore(None, "images", 0), args.batch_size,
+                                         args.workers, progress=False)
+        tokens = tokenize_all(model, plan.texts, progress=False)
+        _caption_unit, _pair_unit, unit_text, unit_width = text_units(plan, tokens, False)
+        texts = encode_text_units(model, plan.texts, tokens, unit_text, unit_width, ShardStore(None, "texts", 0),
+                                  args.text_batch_size, progress=False)
         return images, texts, failures
 
     (images, texts, failures), seconds = timed(encode_everything)
@@ -463,7 +443,7 @@ def describe_inputs(perturb_path: str, fliptypes_path: str) -> dict:
     counts, text_sets = {}, {}
     for name, path, groups in [("perturb", perturb_path, run_lgip_multi.variant_groups),
                                ("fliptypes", fliptypes_path, run_lgip_by_fliptype.variant_groups)]:
-        plan = lgip_common.build_plan(path, groups)
+        plan = build_plan(path, groups)
         counts[name] = {"images": len(plan.images), "captions": len(plan.caption_record),
                         "pairs": len(plan.pair_text), "texts": len(plan.texts)}
         text_sets[name] = set(plan.texts)
@@ -554,7 +534,7 @@ def warm_up(spec: str, device: str) -> None:
     import torch
     from PIL import Image
 
-    model = lgip_common.load_model(spec, device)
+    model = load_model(spec, device)
     tokens = model.tokenize(["a red dog on the street"])
     model.encode_tokens(torch.as_tensor(tokens.ids, dtype=torch.int64), tokens.lengths)
     model.encode_images(model.image_transform(Image.new("RGB", (640, 480)))[None])
@@ -677,7 +657,7 @@ def parse_args():
                              "multi uses the cache multi filled; alone it starts from an empty cache")
     parser.add_argument("--skip-baseline", action="store_true", help="drop the baseline stage (slow for large --n)")
     parser.add_argument("--workers", type=int, default=WORKERS,
-                        help="DataLoader workers for the engine stages (default: %(default)s, lgip_common.default_workers())")
+                        help="DataLoader workers for the engine stages (default: %(default)s, lgip.cli.default_workers())")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="engine: images per batch (default: %(default)s)")
     parser.add_argument("--text-batch-size", type=int, default=TEXT_BATCH_SIZE,
                         help="engine: texts per batch (default: %(default)s)")
@@ -757,7 +737,7 @@ def main():
                          "torch_threads": torch.get_num_threads(), "workers": args.workers, "cpus": os.cpu_count(),
                          "batch_size": args.batch_size, "text_batch_size": args.text_batch_size,
                          "bootstrap": args.bootstrap, "profiled": args.profile,
-                         "isolated_stages": args.isolate, "versions": lgip_common.library_versions()},
+                         "isolated_stages": args.isolate, "versions": library_versions()},
             "data": {**counts, "image_mb": data["image_mb"], "seconds": data["seconds"], "reused": data["reused"]},
             "stages": {name: {k: v for k, v in s.items() if k != "metrics"} for name, s in stages.items()},
             "ratios": {"baseline/multi": ratio(seconds.get("baseline"), seconds.get("multi")),
@@ -799,7 +779,7 @@ def main():
         for target in figures["targets"]:
             print(f"  [{'met' if target['met'] else 'MISSED'}] {target['target']}: {target['value']}")
         if args.json:
-            lgip_common.write_json(args.json, figures)
+            write_json(args.json, figures)
             print(f"wrote {args.json}")
     finally:
         if not args.workdir:
@@ -807,4 +787,4 @@ def main():
 
 
 if __name__ == "__main__":
-    lgip_common.run_cli(main)
+    run_cli(main)
