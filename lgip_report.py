@@ -79,7 +79,7 @@ def compositional_metrics(swap_types):
 
 def compositional_row(entry, row):
     """run_compositional.py's numbers, and their blind baselines, into `row`."""
-    row.update(kind="compositional", script=row["script"] or "run_compositional.py")
+    row["kind"] = "compositional"
     for key, _label, name, _higher in compositional_metrics(metric_value(entry, "swaps.by_swap_type") or {}):
         for prefix in ("", "blind."):
             column = ("blind_" if prefix else "") + key
@@ -88,51 +88,77 @@ def compositional_row(entry, row):
     return row
 
 
-def entry_to_row(entry, path):
-    """One model's metrics (from any of the evaluation scripts) as a flat row, or None
-    when the entry is not an LGIP metric dict (e.g. a cache settings file)."""
-    if not isinstance(entry, dict) or "model_tag" not in entry:
-        return None
-    config = entry.get("config") or {}
-    row = {"model_tag": entry["model_tag"], "input": os.path.basename(config.get("input") or path),
-           "script": config.get("script") or "", "num_images": entry.get("num_samples"), "source": path,
-           "spec": config.get("spec", "")}
-    if "triples" in entry and "order" in entry:  # run_compositional.py
-        return compositional_row(entry, row)
-    if "sensitivity_gap_mean" in entry:  # run_lgip_multi.py
-        row.update(invariance_error=entry.get("invariance_error_mean"), sensitivity_gap=entry.get("sensitivity_gap_mean"),
-                   pos_rate=entry.get("sensitivity_pos_rate"))
-        names = {"invariance_error": "invariance_error_mean", "sensitivity_gap": "sensitivity_gap_mean",
-                 "pos_rate": "sensitivity_pos_rate"}
-        row["script"] = row["script"] or "run_lgip_multi.py"
-    elif "by_flip_type" in entry:  # run_lgip_by_fliptype.py
-        sensitivity = entry.get("global_sensitivity") or {}
-        row.update(invariance_error=entry.get("invariance_error_mean"), sensitivity_gap=sensitivity.get("gap_mean"),
-                   pos_rate=sensitivity.get("pos_rate"))
-        names = {"invariance_error": "invariance_error_mean", "sensitivity_gap": "global_sensitivity.gap_mean",
-                 "pos_rate": "global_sensitivity.pos_rate"}
-        for flip_type, summary in entry["by_flip_type"].items():
-            row[f"pos_rate_{flip_type}"] = summary.get("pos_rate")
-            row[f"pos_rate_{flip_type}_ci"] = _interval(entry, f"by_flip_type.{flip_type}.pos_rate")
-        row["script"] = row["script"] or "run_lgip_by_fliptype.py"
-    elif "error_type_stats" in entry:  # rebuttal_enhanced_lgip_by_transformation.py
-        sensitivity = entry.get("global_sensitivity") or {}
-        row.update(invariance_error=entry.get("global_invariance_error_mean"), sensitivity_gap=sensitivity.get("gap_mean"),
-                   pos_rate=sensitivity.get("pos_rate"))
-        names = {"invariance_error": "global_invariance_error_mean", "sensitivity_gap": "global_sensitivity.gap_mean",
-                 "pos_rate": "global_sensitivity.pos_rate"}
-        for flip_type, stats in entry["error_type_stats"].items():
-            row[f"pos_rate_{flip_type}"] = (stats.get("overall") or {}).get("pos_rate")
-            row[f"pos_rate_{flip_type}_ci"] = _interval(entry, f"error_type_stats.{flip_type}.pos_rate")
-        row["script"] = row["script"] or "rebuttal_enhanced_lgip_by_transformation.py"
-    else:
-        return None
+def lgip_row(entry, row, names, flip_stats=None, flip_stat_name=None):
+    """An LGIP row: the three headline metrics from their dotted `names`, each with its
+    interval; per flip type its positive rate, from `flip_stats` (type -> the summary
+    holding `pos_rate`) and the interval named by `flip_stat_name(type)`; retrieval R@1."""
     for key, name in names.items():
+        row[key] = metric_value(entry, name)
         row[f"{key}_ci"] = _interval(entry, name)
+    for flip_type, summary in (flip_stats or {}).items():
+        row[f"pos_rate_{flip_type}"] = summary.get("pos_rate")
+        row[f"pos_rate_{flip_type}_ci"] = _interval(entry, flip_stat_name(flip_type))
     retrieval = entry.get("retrieval") or {}
     row["i2t_r1"] = (retrieval.get("image_to_text") or {}).get("R@1")
     row["t2i_r1"] = (retrieval.get("text_to_image") or {}).get("R@1")
     return row
+
+
+def multi_row(entry, row):
+    return lgip_row(entry, row, {"invariance_error": "invariance_error_mean", "sensitivity_gap": "sensitivity_gap_mean",
+                                 "pos_rate": "sensitivity_pos_rate"})
+
+
+def fliptype_row(entry, row):
+    return lgip_row(entry, row, {"invariance_error": "invariance_error_mean",
+                                 "sensitivity_gap": "global_sensitivity.gap_mean",
+                                 "pos_rate": "global_sensitivity.pos_rate"},
+                    entry.get("by_flip_type") or {}, lambda flip_type: f"by_flip_type.{flip_type}.pos_rate")
+
+
+def enhanced_row(entry, row):
+    overall = {flip_type: stats.get("overall") or {} for flip_type, stats in (entry.get("error_type_stats") or {}).items()}
+    return lgip_row(entry, row, {"invariance_error": "global_invariance_error_mean",
+                                 "sensitivity_gap": "global_sensitivity.gap_mean",
+                                 "pos_rate": "global_sensitivity.pos_rate"},
+                    overall, lambda flip_type: f"error_type_stats.{flip_type}.pos_rate")
+
+
+# How each evaluation script's metric file becomes a row, by the script its config names.
+READERS = {
+    "run_lgip_multi.py": multi_row,
+    "run_lgip_by_fliptype.py": fliptype_row,
+    "rebuttal_enhanced_lgip_by_transformation.py": enhanced_row,
+    "run_compositional.py": compositional_row,
+}
+
+
+def release_script(entry):
+    """Which script wrote a metric dict that has no config block (the release's own
+    files), told by its keys; None for anything else."""
+    if "triples" in entry and "order" in entry:
+        return "run_compositional.py"
+    if "sensitivity_gap_mean" in entry:
+        return "run_lgip_multi.py"
+    if "by_flip_type" in entry:
+        return "run_lgip_by_fliptype.py"
+    if "error_type_stats" in entry:
+        return "rebuttal_enhanced_lgip_by_transformation.py"
+    return None
+
+
+def entry_to_row(entry, path):
+    """One model's metrics (from any of the evaluation scripts) as a flat row, or None
+    when the entry is not a metric dict this report reads (e.g. a cache settings file)."""
+    if not isinstance(entry, dict) or "model_tag" not in entry:
+        return None
+    config = entry.get("config") or {}
+    script = config.get("script") or release_script(entry)
+    if script not in READERS:
+        return None
+    row = {"model_tag": entry["model_tag"], "input": os.path.basename(config.get("input") or path),
+           "script": script, "num_images": entry.get("num_samples"), "source": path, "spec": config.get("spec", "")}
+    return READERS[script](entry, row)
 
 
 def load_rows(inputs):
