@@ -3,7 +3,10 @@ images that have at least five captions, one JSON line per image with its first 
 captions exactly as COCO wrote them.
 
 Every other stage starts from this file. `--download` fetches only the sampled images;
-`--check-images` confirms that every listed image is on disk and decodes.
+`--check-images` confirms that every listed image is on disk and decodes; `--labels`
+adds each image's COCO object categories from `instances_train2017.json` (`label`, the
+category covering the largest area, and `labels`, every category present), so the same
+images serve the labelled-image probes (run_semantic_certification.py, run_embedding_matching.py).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from lgip.io import InputError, atomic_output, refuse_same_path
 _DIR = os.path.dirname(os.path.abspath(__file__))
 
 CAPTIONS_JSON = os.path.join(_DIR, "annotations", "captions_train2017.json")
+INSTANCES_JSON = os.path.join(_DIR, "annotations", "instances_train2017.json")  # read with --labels
 IMAGES_DIR = os.path.join(_DIR, "train2017")
 OUTPUT_JSONL = os.path.join(_DIR, "lgip_coco_native5_train2017.jsonl")
 N_IMAGES = 40000
@@ -52,23 +56,7 @@ def load_coco_captions(path: str) -> Tuple[Dict[int, Dict[str, Any]], Dict[int, 
     image id). Every image appears in the second mapping, with an empty list if it has
     no captions. Raises InputError naming `path` for a missing file, text that is not
     JSON, or JSON that is not COCO's captions format."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such file")
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            coco = json.load(handle)
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from None
-
-    if not isinstance(coco, dict):
-        raise InputError(f"{path}: expected COCO's captions format, a JSON object; got {type(coco).__name__}")
-    for key in ("images", "annotations"):
-        if not isinstance(coco.get(key), list):
-            problem = "has no" if key not in coco else f"has a {type(coco[key]).__name__} for"
-            raise InputError(f"{path}: not COCO's captions format: the top-level object {problem} an '{key}' list")
-
+    coco = read_coco_json(path, ("images", "annotations"), "captions")
     images: Dict[int, Dict[str, Any]] = {}
     for index, image in enumerate(coco["images"]):
         at = f"{path}: images[{index}]"
@@ -93,6 +81,27 @@ def load_coco_captions(path: str) -> Tuple[Dict[int, Dict[str, Any]], Dict[int, 
             raise InputError(f"{at} (id {annotation_id}): image_id {image_id} is not in 'images'")
         captions_by_image[image_id].append((annotation_id, caption))
     return images, captions_by_image
+
+
+def read_coco_json(path: str, lists: Tuple[str, ...], kind: str) -> Dict[str, Any]:
+    """A COCO annotation file as a dict whose `lists` keys hold lists; InputError naming
+    `path` for a missing file, text that is not UTF-8 JSON, or another layout."""
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            coco = json.load(handle)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err.msg}, line {err.lineno} column {err.colno})") from None
+    if not isinstance(coco, dict):
+        raise InputError(f"{path}: expected COCO's {kind} format, a JSON object; got {type(coco).__name__}")
+    for key in lists:
+        if not isinstance(coco.get(key), list):
+            problem = "has no" if key not in coco else f"has a {type(coco[key]).__name__} for"
+            raise InputError(f"{path}: not COCO's {kind} format: the top-level object {problem} an '{key}' list")
+    return coco
 
 
 def _require_field(entry: Any, key: str, kind: type, at: str) -> Any:
@@ -121,6 +130,39 @@ def first_captions(captions_by_image: Dict[int, List[Tuple[int, str]]], count: i
     return chosen
 
 
+def load_coco_labels(path: str, image_ids: Iterable[int]) -> Dict[int, Dict[str, Any]]:
+    """For each of `image_ids`, from COCO's instances JSON: `label`, the category whose
+    instances cover the largest total area of the image (ties: the lower category id),
+    and `labels`, every category present in category-id order. An image without any
+    instance gets label None and no labels. InputError naming `path` for a missing file,
+    bad JSON, or JSON that is not COCO's instances format."""
+    coco = read_coco_json(path, ("categories", "annotations"), "instances")
+    names: Dict[int, str] = {}
+    for index, category in enumerate(coco["categories"]):
+        at = f"{path}: categories[{index}]"
+        names[_require_field(category, "id", int, at)] = _require_field(category, "name", str, at)
+    wanted = set(image_ids)
+    area: Dict[int, Dict[int, float]] = {image_id: {} for image_id in wanted}
+    for index, annotation in enumerate(coco["annotations"]):
+        at = f"{path}: annotations[{index}]"
+        image_id = _require_field(annotation, "image_id", int, at)
+        if image_id not in wanted:
+            continue
+        category_id = _require_field(annotation, "category_id", int, at)
+        if category_id not in names:
+            raise InputError(f"{at}: category_id {category_id} is not in 'categories'")
+        size = annotation.get("area", 0.0)
+        if not isinstance(size, (int, float)) or isinstance(size, bool):
+            raise InputError(f"{at}: 'area' must be a number, got {type(size).__name__}")
+        area[image_id][category_id] = area[image_id].get(category_id, 0.0) + float(size)
+    labelled = {}
+    for image_id, by_category in area.items():
+        largest = min(by_category, key=lambda category: (-by_category[category], category)) if by_category else None
+        labelled[image_id] = {"label": names[largest] if largest is not None else None,
+                              "labels": [names[category] for category in sorted(by_category)]}
+    return labelled
+
+
 def sample_image_ids(qualifying_ids: Iterable[int], n: int, seed: int, captions_path: str) -> List[int]:
     """`n` image ids drawn by `random.Random(seed).sample` from the ids sorted ascending,
     returned sorted ascending. Sorting before sampling makes the draw independent of the
@@ -141,14 +183,17 @@ def image_file(images_dir: str, image: Dict[str, Any]) -> str:
 
 
 def base_record(
-    image: Dict[str, Any], captions: List[str], images_dir: str, output_path: str, absolute: bool
+    image: Dict[str, Any], captions: List[str], images_dir: str, output_path: str, absolute: bool,
+    labels: Dict[str, Any] | None = None,
 ) -> Dict[str, Any]:
     """The base JSONL record of one image. `image_path` is absolute, or relative to the
-    output file's folder so the set and its images can move together."""
+    output file's folder so the set and its images can move together; `labels` (from
+    load_coco_labels) adds `label` and `labels`."""
     path = os.path.abspath(image_file(images_dir, image))
     if not absolute:
         path = os.path.relpath(path, os.path.dirname(os.path.abspath(output_path)))
-    return {"image_id": image["id"], "file_name": image["file_name"], "image_path": path, "orig_captions": captions}
+    record = {"image_id": image["id"], "file_name": image["file_name"], "image_path": path, "orig_captions": captions}
+    return {**record, **labels} if labels is not None else record
 
 
 def write_jsonl(path: str, records: Iterable[Dict[str, Any]]) -> None:
@@ -281,6 +326,9 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     flag("--n", type=number(int, 1), default=N_IMAGES, help="how many images to sample (default: %(default)s)")
     flag("--seed", type=int, default=SEED,
          help="seed of the sample; same inputs and seed, same file (default: %(default)s)")
+    flag("--labels", nargs="?", const=INSTANCES_JSON, default=None, metavar="INSTANCES_JSON",
+         help="add 'label' (the category covering the largest area) and 'labels' (every category present) from "
+              f"COCO's instances JSON (default when given without a path: {INSTANCES_JSON})")
     flag("--absolute-paths", action="store_true",
          help="write absolute image_path values instead of paths relative to the output file's folder")
     flag("--download", action="store_true",
@@ -301,6 +349,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     refuse_same_path(args.captions, args.output)
+    if args.labels:
+        refuse_same_path(args.labels, args.output)
 
     images, captions_by_image = load_coco_captions(args.captions)
     captions = first_captions(captions_by_image, CAPTIONS_PER_IMAGE)
@@ -311,9 +361,11 @@ def main() -> None:
             if not image.get("coco_url"):
                 raise InputError(f"{args.captions}: image {image['id']} has no 'coco_url' to download from")
 
+    labels = load_coco_labels(args.labels, [image["id"] for image in sampled]) if args.labels else {}
     write_jsonl(
         args.output,
-        (base_record(image, captions[image["id"]], args.images, args.output, args.absolute_paths) for image in sampled),
+        (base_record(image, captions[image["id"]], args.images, args.output, args.absolute_paths, labels.get(image["id"]))
+         for image in sampled),
     )
 
     failures: List[str] = []
@@ -323,6 +375,10 @@ def main() -> None:
         f"skipped images:      {len(images) - len(captions)} (fewer than {CAPTIONS_PER_IMAGE} captions)",
         f"output:              {args.output}",
     ]
+    if args.labels:
+        unlabelled = sum(entry["label"] is None for entry in labels.values())
+        summary.append(f"labels:              {len(labels) - unlabelled} images labelled, {unlabelled} without any "
+                       f"instance (label null) from {args.labels}")
     if args.download:
         counts, failed = download_images(
             sampled, args.images, args.workers, args.retries, args.retry_delay, args.timeout
