@@ -32,7 +32,6 @@ class Bootstrap:
     def add(self, name: str, values, records, weights=None) -> None:
         """Register the pooled mean of `values` (weighted by `weights` when given) over
         pairs belonging to `records` (compact record numbers)."""
-
         weights = np.ones(len(values)) if weights is None else np.asarray(weights, dtype=np.float64)
         self.names.append(name)
         self._sums.append(np.bincount(records, weights=weights * values.astype(np.float64), minlength=self.num_records))

@@ -140,7 +140,6 @@ def build_tiny_openclip(folder, model_cfg: Dict[str, Any] = OPENCLIP_MODEL_CFG, 
 def _canonical(text: str) -> str:
     """Lower-case, drop punctuation, squeeze spaces: what SiglipTokenizer does to a text
     before sentencepiece sees it, so the trained pieces match what it will be asked."""
-
     text = text.lower().translate(str.maketrans("", "", string.punctuation))
     return re.sub(r"\s+", " ", text).strip()
 
@@ -151,7 +150,6 @@ def build_tiny_siglip(folder, captions: Sequence[str] = CAPTIONS) -> str:
     (pad = eos = "</s>" = id 1, unk = id 2, max length 64) and a 32x32
     SiglipImageProcessor, so that AutoModel / AutoTokenizer / AutoImageProcessor /
     AutoProcessor all load the folder offline. Returns the spec `hf:FOLDER`."""
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model_bytes = io.BytesIO()  # in memory: a model_prefix would be recorded in the file
@@ -206,7 +204,6 @@ def build_tiny_siglip(folder, captions: Sequence[str] = CAPTIONS) -> str:
 def draw_images(folder, n: int, size=(64, 48), seed: int = 0) -> List[str]:
     """Draw `n` distinct RGB JPEGs (coloured rectangles and ellipses on a plain
     background, fixed by `seed`) into `folder` as img_000.jpg, ... and return their paths."""
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)

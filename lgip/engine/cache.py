@@ -24,8 +24,6 @@ CACHE_FORMAT = 1
 
 def library_versions() -> Dict[str, str]:
     """Versions of the libraries that compute an embedding."""
-
-
     versions = {"python": sys.version.split()[0]}
     for package in ("torch", "open_clip_torch", "transformers", "numpy", "Pillow", "timm"):
         try:

@@ -58,7 +58,6 @@ class PairDump:
 
     def write(self, scores: Scores, model_tag: str) -> int:
         """Append the model's valid pairs; returns how many rows were written."""
-
         plan = scores.plan
         pairs = np.flatnonzero(scores.pair_valid)
         records = scores.pair_record[pairs]

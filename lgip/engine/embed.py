@@ -11,21 +11,20 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from lgip.engine.cache import ShardStore, image_key, text_key
+from lgip.engine.cache import ShardStore, cache_folder, image_key, text_key
+from lgip.engine.settings import EvalSettings
 from lgip.models.base import VisionLanguageModel
 
 class TokenTable:
     """Every text of a run tokenised once and stored ragged (each text's own tokens,
     no padding), so memory follows the tokens: `lengths`, `truncated`, and `row_hash`,
     a 64-bit hash of the padded row for finding texts with equal token ids."""
-
     def __init__(self, flat, offsets, lengths, truncated, row_hash, pad_id: int, full_width: int):
         self.flat, self.offsets, self.lengths = flat, offsets, lengths
         self.truncated, self.row_hash, self.pad_id, self.full_width = truncated, row_hash, pad_id, full_width
 
     def rows(self, texts, width: int):
         """int64 tensor [len(texts), width]: each text's tokens, then `pad_id`."""
-
         out = np.full((len(texts), width), self.pad_id, dtype=np.int64)
         for row, text in enumerate(texts):
             length = min(int(self.lengths[text]), width)
@@ -34,7 +33,6 @@ class TokenTable:
 
     def same_ids(self, left, right):
         """Boolean per pair: texts `left[k]` and `right[k]` have identical token ids."""
-
         same = (self.row_hash[left] == self.row_hash[right]) & (self.lengths[left] == self.lengths[right])
         for k in np.flatnonzero(same):  # a hash match is checked token by token
             a, b, n = self.offsets[left[k]], self.offsets[right[k]], self.lengths[left[k]]
@@ -44,7 +42,6 @@ class TokenTable:
 
 class _ImageFiles:
     """A torch Dataset over image files: (index, pixels or None, failure reason)."""
-
     def __init__(self, paths: List[str], transform):
         self.paths, self.transform = paths, transform
 
@@ -102,7 +99,6 @@ def encode_images(model: VisionLanguageModel, paths: List[str], store: ShardStor
 
 def tokenize_all(model: VisionLanguageModel, texts: List[str], chunk: int = 8192, progress: bool = True) -> TokenTable:
     """Tokenise every text once, in chunks so memory stays flat, into a TokenTable."""
-
     flat, lengths, truncated, hashes, full_width = [], [], [], [], 1
     hash_weights = np.random.default_rng(0).integers(1, 2 ** 63, size=512, dtype=np.uint64) | np.uint64(1)
     for start in tqdm(range(0, len(texts), chunk), desc="tokenising", unit="chunk",
@@ -128,7 +124,6 @@ def encode_text_units(model: VisionLanguageModel, texts: List[str], tokens: Toke
     tokens (0: the model's default). Only units missing from the cache are encoded,
     in batches of one width: where trimming is exact (causal, end-token pooling) that
     width is each text's own length, so no padding is encoded at all."""
-
     keys = [text_key(texts[t], int(w)) for t, w in zip(unit_text.tolist(), unit_width.tolist())]
     found, matrix = store.fill(keys)
     missing = np.flatnonzero(~found)
@@ -153,3 +148,28 @@ def encode_text_units(model: VisionLanguageModel, texts: List[str], tokens: Toke
                     bar.update(len(batch))
         store.flush()
     return matrix if matrix is not None else np.zeros((0, 1), np.float32)
+
+
+def cache_stores(model: VisionLanguageModel, settings: EvalSettings):
+    """(image store, text store) of `model` under `settings.cache_dir` (stores that keep
+    nothing when the cache is off), keyed by everything that changes an embedding."""
+    folder, keyed_settings = cache_folder(settings.cache_dir, model.spec.tag,
+                                          {**model.settings(), "device": model.device.split(":")[0]})
+    return (ShardStore(folder, "images", settings.cache_shard_rows, keyed_settings),
+            ShardStore(folder, "texts", settings.cache_shard_rows, keyed_settings))
+
+
+def embed_images(model: VisionLanguageModel, paths: List[str], settings: EvalSettings):
+    """Unit embeddings [len(paths), D] of image files through the cache (NaN rows for
+    images that failed) and {index: reason} for the failures."""
+    image_store, _ = cache_stores(model, settings)
+    return encode_images(model, paths, image_store, settings.batch_size, settings.workers, settings.progress)
+
+
+def embed_texts(model: VisionLanguageModel, texts: List[str], settings: EvalSettings):
+    """Unit embeddings [len(texts), D] of distinct texts through the cache, each at the
+    model's default padding."""
+    _, text_store = cache_stores(model, settings)
+    tokens = tokenize_all(model, texts, progress=settings.progress)
+    return encode_text_units(model, texts, tokens, np.arange(len(texts)), np.zeros(len(texts), np.int64), text_store,
+                             settings.text_batch_size, settings.progress)

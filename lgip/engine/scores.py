@@ -10,8 +10,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from lgip.engine.cache import ShardStore, cache_folder
-from lgip.engine.embed import TokenTable, encode_images, encode_text_units, tokenize_all
+from lgip.engine.embed import TokenTable, cache_stores, encode_images, encode_text_units, tokenize_all
 from lgip.engine.plan import PairPlan
 from lgip.engine.settings import EvalSettings
 from lgip.io import InputError
@@ -20,7 +19,6 @@ from lgip.retrieval import retrieval_recalls
 
 def rowwise_dot(left, left_rows, right, right_rows, chunk: int = 1 << 16):
     """dot(left[left_rows[k]], right[right_rows[k]]) for every k, in chunks (float32)."""
-
     out = np.empty(len(left_rows), dtype=np.float32)
     for start in range(0, len(left_rows), chunk):
         stop = start + chunk
@@ -68,7 +66,6 @@ def text_units(plan: PairPlan, tokens: TokenTable, longest_padding: bool):
     """(caption_unit, pair_unit, unit_text, unit_width). Normally a unit is a text. With
     longest padding (the release's SigLIP batches), a unit is a text at the width of the
     longest text of its group, since the padding changes the embedding."""
-
     if not longest_padding:
         return plan.caption_text, plan.pair_text, np.arange(len(plan.texts)), np.zeros(len(plan.texts), np.int64)
     group_width = np.zeros(plan.num_groups, dtype=np.int64)
@@ -85,11 +82,9 @@ def text_units(plan: PairPlan, tokens: TokenTable, longest_padding: bool):
 def score_plan(model: VisionLanguageModel, plan: PairPlan, settings: EvalSettings,
                timings: Optional[Dict[str, float]] = None) -> Scores:
     """Encode what the plan needs (through the cache) and score every caption and pair."""
-
     timings = {} if timings is None else timings
-    folder, keyed_settings = cache_folder(settings.cache_dir, model.spec.tag, {**model.settings(), "device": model.device.split(":")[0]})
+    image_store, text_store = cache_stores(model, settings)
     started = time.perf_counter()
-    image_store = ShardStore(folder, "images", settings.cache_shard_rows, keyed_settings)
     image_embeddings, failures = encode_images(model, plan.images, image_store, settings.batch_size, settings.workers,
                                                settings.progress)
     timings["images"] = time.perf_counter() - started
@@ -102,7 +97,6 @@ def score_plan(model: VisionLanguageModel, plan: PairPlan, settings: EvalSetting
     tokens = tokenize_all(model, plan.texts, progress=settings.progress)
     longest = getattr(model, "padding", "max_length") == "longest"
     caption_unit, pair_unit, unit_text, unit_width = text_units(plan, tokens, longest)
-    text_store = ShardStore(folder, "texts", settings.cache_shard_rows, keyed_settings)
     text_embeddings = encode_text_units(model, plan.texts, tokens, unit_text, unit_width, text_store,
                                         settings.text_batch_size, settings.progress)
     timings["texts"] = time.perf_counter() - started
@@ -124,7 +118,6 @@ def score_plan(model: VisionLanguageModel, plan: PairPlan, settings: EvalSetting
 
 def record_ids(scores: Scores, mask):
     """Compact record numbers (0..valid records-1) of the masked pairs, for Bootstrap."""
-
     compact = np.cumsum(scores.record_valid) - 1
     return compact[scores.pair_record[mask]]
 
@@ -138,7 +131,6 @@ def trivially_invariant_pairs(scores: Scores, mask) -> int:
 def run_facts(scores: Scores, paraphrase_mask) -> Dict[str, Any]:
     """What every metric JSON reports beside the metrics: skipped images, truncated
     texts, paraphrases that tokenise to the caption itself."""
-
     plan = scores.plan
     skipped = sorted(scores.failures.items())
     used_texts = np.unique(np.concatenate([plan.caption_text[scores.record_valid[plan.caption_record]],
