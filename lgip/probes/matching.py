@@ -36,10 +36,6 @@ DETECTION_FPR = 0.05
 STATISTIC_DIRECTION = {"embedding_shift": 1.0, "label_agreement": -1.0}
 
 
-# ---------------------------------------------------------------------------------------
-# Batched embedding matching
-# ---------------------------------------------------------------------------------------
-
 @dataclass
 class MatchResult:
     """What `match_embeddings` returns, one row per (source, target) pair, on the
@@ -177,74 +173,74 @@ def match_embeddings(features: Features, x_source: torch.Tensor, target_features
     result = MatchResult(matched=x_source.clone(), steps=torch.zeros(num_pairs, dtype=torch.long, device=device),
                          converged=torch.zeros(num_pairs, dtype=torch.bool, device=device),
                          distance=targets.new_zeros(num_pairs), cosine=targets.new_zeros(num_pairs))
-    # The pool: the pairs in the current forward/backward, with their state row by row.
-    pool_index = torch.zeros(0, dtype=torch.long, device=device)
-    pool = {"x": x_source[:0].clone(), "taken": torch.zeros(0, dtype=torch.long, device=device)}
-    if optimizer == "adam":
-        pool["first"], pool["second"] = x_source[:0].clone(), x_source[:0].clone()
+    # The pool: the pairs in the current forward/backward, one row each in every tensor.
+    pool = _pool_rows(torch.zeros(0, dtype=torch.long, device=device), x_source, targets, lower, upper, eps_linf,
+                      optimizer)
     next_pair = 0
-    while next_pair < num_pairs or pool_index.numel():
-        admit = min(capacity - pool_index.numel(), num_pairs - next_pair)
+    while next_pair < num_pairs or pool["index"].numel():
+        admit = min(capacity - pool["index"].numel(), num_pairs - next_pair)
         if admit > 0:
-            new = torch.arange(next_pair, next_pair + admit, device=device)
+            new = _pool_rows(torch.arange(next_pair, next_pair + admit, device=device), x_source, targets, lower,
+                             upper, eps_linf, optimizer)
+            pool = {name: torch.cat([tensor, new[name]]) for name, tensor in pool.items()}
             next_pair += admit
-            pool_index = torch.cat([pool_index, new])
-            pool["x"] = torch.cat([pool["x"], x_source[new]])
-            pool["taken"] = torch.cat([pool["taken"], torch.zeros(admit, dtype=torch.long, device=device)])
-            if optimizer == "adam":
-                pool["first"] = torch.cat([pool["first"], torch.zeros_like(x_source[new])])
-                pool["second"] = torch.cat([pool["second"], torch.zeros_like(x_source[new])])
 
         current = pool["x"].requires_grad_(True)
         with torch.enable_grad():
-            distance, cosine = _distance_and_cosine(features(current), targets[pool_index], normalize_features)
+            distance, cosine = _distance_and_cosine(features(current), pool["target"], normalize_features)
         distance_now, cosine_now = distance.detach(), cosine.detach()
         converged = (distance_now < loss_threshold) & (cosine_now > cos_threshold)
         finished = converged | (pool["taken"] >= steps)
         going = ~finished
+        finishing, continuing = bool(finished.any()), bool(going.any())
+        keep = going if finishing else slice(None)  # the rows of the pairs that go on (no copy when all do)
 
-        if bool(going.any()):
+        if continuing:
             # The loss is the per-pair MSE (squared distance / D), summed over the pairs
             # that go on; gradients only with respect to the pixels.
-            loss = (distance[going] / distance.new_tensor(targets.shape[1])).sum()
+            loss = distance[keep].sum() / targets.shape[1]
             (gradient,) = torch.autograd.grad(loss, current)
-            moments = (pool["first"][going], pool["second"][going]) if optimizer == "adam" else (None, None)
-            updated, first, second = _step(pool["x"][going].detach(), gradient[going], *moments,
-                                           pool["taken"][going], optimizer, lr)
-            updated = _clamp(updated, x_source, pool_index[going], lower, upper, eps_linf)
+            moments = (pool["first"][keep], pool["second"][keep]) if optimizer == "adam" else (None, None)
+            updated, first, second = _step(current.detach()[keep], gradient[keep], *moments, pool["taken"][keep],
+                                           optimizer, lr)
+            updated = torch.clamp(updated, pool["low"][keep], pool["high"][keep])
         else:
-            updated = first = second = pool["x"][:0].detach()
+            updated = first = second = current.detach()[:0]
         current = current.detach()
 
         if callback is not None:
-            callback(DescentStep(pair_index=pool_index, evaluated=current, steps_taken=pool["taken"], distance=distance_now,
-                                 cosine=cosine_now, converged=converged, finished=finished,
-                                 updated_index=pool_index[going], updated=updated))
+            callback(DescentStep(pair_index=pool["index"], evaluated=current, steps_taken=pool["taken"],
+                                 distance=distance_now, cosine=cosine_now, converged=converged, finished=finished,
+                                 updated_index=pool["index"][keep], updated=updated))
 
-        done = pool_index[finished]
-        result.matched[done] = current[finished]
-        result.steps[done] = pool["taken"][finished]
-        result.converged[done] = converged[finished]
-        result.distance[done] = distance_now[finished]
-        result.cosine[done] = cosine_now[finished]
-
-        pool_index = pool_index[going]
-        pool["x"] = updated
-        pool["taken"] = pool["taken"][going] + 1
+        if finishing:
+            done = pool["index"][finished]
+            result.matched[done] = current[finished]
+            result.steps[done] = pool["taken"][finished]
+            result.converged[done] = converged[finished]
+            result.distance[done] = distance_now[finished]
+            result.cosine[done] = cosine_now[finished]
+            pool = {name: tensor[keep] for name, tensor in pool.items()}
+        pool["x"], pool["taken"] = updated, pool["taken"] + 1
         if optimizer == "adam":
             pool["first"], pool["second"] = first, second
     return result
 
 
-def _clamp(x, x_source, index, lower, upper, eps_linf):
-    """`x` (the rows of pairs `index`) clamped to the box and, with `eps_linf`, to the
-    L-infinity ball around the sources: one clamp to the intersection of the two, which
-    holds the source, so it is never empty."""
-    low, high = _rows(lower, index), _rows(upper, index)
+def _pool_rows(index, x_source, targets, lower, upper, eps_linf, optimizer) -> dict:
+    """The pool's rows for pairs `index`, as they start: their tensors, targets, steps
+    taken (0), element-wise limits (the box intersected with the L-infinity ball around
+    the source: it holds the source, so it is never empty) and Adam moments (zeros)."""
+    source = x_source[index]
+    low = _rows(lower, index).expand_as(source)
+    high = _rows(upper, index).expand_as(source)
     if eps_linf is not None:
-        source = x_source[index]
         low, high = torch.maximum(low, source - eps_linf), torch.minimum(high, source + eps_linf)
-    return torch.clamp(x, low, high)
+    rows = {"index": index, "x": source.clone(), "target": targets[index], "low": low.contiguous(),
+            "high": high.contiguous(), "taken": torch.zeros_like(index)}
+    if optimizer == "adam":
+        rows["first"], rows["second"] = torch.zeros_like(source), torch.zeros_like(source)
+    return rows
 
 
 def _step(x, gradient, first, second, taken, optimizer: str, lr: float):
@@ -294,10 +290,6 @@ def perturbation_sizes(original01, matched01) -> Dict[str, np.ndarray]:
         psnr = 10 * np.log10(1.0 / mse.numpy())
     return {"linf": change.abs().amax(dim=1).numpy(), "l2": change.norm(dim=1).numpy(), "psnr": psnr}
 
-
-# ---------------------------------------------------------------------------------------
-# Detection by noise
-# ---------------------------------------------------------------------------------------
 
 def roc_auc(scores_positive, scores_negative) -> float:
     """The area under the ROC curve: the probability that a random positive scores
@@ -425,10 +417,6 @@ def detection_report(stats_matched: Dict[str, np.ndarray], stats_natural: Dict[s
         best[name] = {"sigma": sigmas[row], **per_sigma[row][name]}
     return {"fpr": fpr, "per_sigma": per_sigma, "best": best}
 
-
-# ---------------------------------------------------------------------------------------
-# The linear explanation
-# ---------------------------------------------------------------------------------------
 
 def _jacobian(features: Features, x_one: torch.Tensor, chunk_size: Optional[int]) -> torch.Tensor:
     """The [D, n] Jacobian of `features` at one input (n = its number of elements)."""
