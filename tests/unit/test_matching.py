@@ -118,8 +118,21 @@ def test_a_pair_stops_when_both_thresholds_are_met_and_is_never_evaluated_again(
         met = [bool(distance < loss_threshold and cosine > cos_threshold) for distance, cosine, _ in seen]
         assert not any(met[:-1]) and met[-1] == bool(result.converged[pair])
         assert [finished for *_, finished in seen] == [False] * (len(seen) - 1) + [True]
+    for event in events:  # what a caller saving finished pairs as they come would save
+        for row in torch.nonzero(event.finished).flatten().tolist():
+            assert torch.equal(event.evaluated[row], result.matched[event.pair_index[row]])
     assert result.converged.any() and not result.converged.all()  # some pairs hit the 60-step cap
     assert (result.steps[~result.converged] == 60).all()
+
+
+def test_normalized_features_match_the_direction_only():
+    weights, sources, targets = linear_problem(8)
+    result = match_embeddings(linear_features(weights), sources, targets * 100.0, normalize_features=True, steps=3000,
+                              lr=0.5, loss_threshold=1e-8, cos_threshold=0.9999, **LOOSE)
+    assert result.converged.all()
+    torch.testing.assert_close(result.distance, 2 - 2 * result.cosine, rtol=0, atol=1e-12)  # unit vectors
+    outputs = linear_features(weights)(result.matched)
+    assert (outputs.norm(dim=1) < 10 * targets.norm(dim=1)).all()  # raw MSE would have pulled it to 100x
 
 
 def test_adam_takes_the_steps_torch_optim_adam_takes():
