@@ -35,7 +35,7 @@ def evaluation_arguments(description: str, constants: Dict[str, Any]) -> argpars
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
     parser.add_argument("--device", default=defaults["device"], help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--precision", default=defaults["precision"], choices=PRECISIONS,
-                        help="weights and activations (default: %(default)s, as the paper's tables)")
+                        help="weights and activations; amp: fp32 weights with autocast (default: %(default)s, as the paper's tables)")
     parser.add_argument("--batch-size", type=int, default=defaults["batch_size"], help="images per batch (default: %(default)s)")
     parser.add_argument("--text-batch-size", type=int, default=defaults["text_batch_size"],
                         help="texts per batch (default: %(default)s)")

@@ -11,7 +11,7 @@ import random
 from lgip.cli import run_cli
 from lgip.engine import Caption, EvalSettings, PairPlan, score_plan
 from lgip.io import InputError, check_captions, iter_jsonl, resolve_image_path
-from lgip.models import load_model
+from lgip.models import PRECISIONS, load_model
 from lgip.models.base import resolve_device
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -33,7 +33,7 @@ def parse_args():
     parser.add_argument("--max-flips", type=int, default=MAX_FLIPS_PER_CAP, help="flips shown per caption (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=SEED, help="which records and captions are drawn (default: %(default)s)")
     parser.add_argument("--device", default=DEVICE, help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"], help="(default: %(default)s)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="(default: %(default)s)")
     parser.add_argument("--siglip-padding", choices=["max_length", "longest"], default="max_length",
                         help="SigLIP text padding when not comparing (default: %(default)s)")
     parser.add_argument("--compare-padding", action="store_true", help="show max_length and longest padding side by side")

@@ -9,6 +9,7 @@ as strings (`text_features`) or as token rows the engine batches (`tokenize`,
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Any, Dict, List, Optional
 
@@ -17,7 +18,10 @@ import torch
 from lgip.io import InputError
 from lgip.models.spec import ModelSpec
 
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The dtype of the weights for each precision; `amp` keeps fp32 weights and autocasts.
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
+# What `amp` autocasts to, per device type (CPU autocast supports bfloat16).
+AUTOCAST_DTYPES = {"cuda": torch.float16, "mps": torch.float16, "cpu": torch.bfloat16}
 
 
 def resolve_device(name: str) -> str:
@@ -84,6 +88,27 @@ class VisionLanguageModel:
         """Everything about preprocessing and tokenisation that changes an embedding."""
         raise NotImplementedError
 
+    def precision_settings(self) -> Dict[str, Any]:
+        """The precision, and under `amp` what autocast computes in (only then, so the
+        cache keys of the other precisions stay as they were)."""
+        if self.precision != "amp":
+            return {"precision": self.precision}
+        return {"precision": self.precision, "autocast_dtype": str(AUTOCAST_DTYPES[self.device_type]).split(".")[-1]}
+
+    @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
+
+    def autocast(self):
+        """The context the towers run in: autocast under `amp`, nothing otherwise."""
+        if self.precision != "amp":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=AUTOCAST_DTYPES[self.device_type])
+
+    def to_device(self, tensor, dtype=None):
+        """`tensor` on the model's device; the copy overlaps with compute from pinned memory."""
+        return tensor.to(device=self.device, dtype=dtype, non_blocking=True)
+
     # --- images -----------------------------------------------------------------
     def image_transform(self, image):
         """PIL image -> the model-normalised tensor the image tower takes, exactly as the
@@ -111,9 +136,8 @@ class VisionLanguageModel:
     def encode_pixels(self, normalized, grad: bool = False) -> torch.Tensor:
         """Raw (not L2-normalised) float32 image features on the model's device for a
         batch of model-normalised pixels; gradients flow to the input when `grad`."""
-        with torch.set_grad_enabled(grad):
-            normalized = normalized.to(device=self.device, dtype=TORCH_DTYPES[self.precision])
-            return self.image_tower(normalized).float()
+        with torch.set_grad_enabled(grad), self.autocast():
+            return self.image_tower(self.to_device(normalized, TORCH_DTYPES[self.precision])).float()
 
     def image_features(self, pixels, grad: bool = False) -> torch.Tensor:
         """Raw image features for [N, 3, H, W] pixels in [0, 1] (see `encode_pixels`)."""

@@ -60,7 +60,7 @@ class HFModel(VisionLanguageModel):
             "weights_fingerprint": self.weights, "image_processor": type(self.image_processor).__name__,
             "image_preprocess": repr(self.image_processor.to_dict()),
             "tokenizer": type(self.tokenizer).__name__, "max_length": self.max_length, "padding": self.padding,
-            "attention_mask": self.uses_attention_mask, "precision": self.precision,
+            "attention_mask": self.uses_attention_mask, **self.precision_settings(),
         }
 
     def image_transform(self, image):
@@ -85,8 +85,8 @@ class HFModel(VisionLanguageModel):
         return TokenBatch(ids, lengths, truncated)
 
     def encode_tokens(self, ids, lengths):
-        with torch.no_grad():
-            ids = ids.to(self.device)
+        with torch.no_grad(), self.autocast():
+            ids = self.to_device(ids)
             inputs = {"input_ids": ids}
             if self.uses_attention_mask:
                 positions = torch.arange(ids.shape[1], device=ids.device)

@@ -59,7 +59,7 @@ class OpenClipModel(VisionLanguageModel):
             "image_preprocess": repr(self.preprocess), "tokenizer": type(self.tokenizer).__name__,
             "context_length": self.context_length, "padding": "trimmed after the longest text (exact)"
             if self.trims_padding else f"max_length ({self.context_length})",
-            "quick_gelu_mismatch": self.quick_gelu_mismatch, "precision": self.precision,
+            "quick_gelu_mismatch": self.quick_gelu_mismatch, **self.precision_settings(),
         }
 
     def image_transform(self, image):
@@ -85,8 +85,8 @@ class OpenClipModel(VisionLanguageModel):
         return TokenBatch(ids, lengths.astype(np.int64), truncated)
 
     def encode_tokens(self, ids, lengths):
-        with torch.no_grad():
-            ids = ids.to(self.device)
+        with torch.no_grad(), self.autocast():
+            ids = self.to_device(ids)
             if not self.trims_padding or ids.shape[1] == self.context_length:
                 return unit_rows(self.model.encode_text(ids))
             return unit_rows(self._encode_text_trimmed(ids))

@@ -11,7 +11,7 @@ from typing import Dict, Optional
 
 from lgip.io import InputError
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "amp")  # amp: fp32 weights, autocast activations
 
 # The paper's nine models, by spec, with the release's model tags (so metric files can be
 # compared with the release's by name).
