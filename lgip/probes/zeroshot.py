@@ -1,0 +1,42 @@
+"""Zero-shot classification with a dual encoder, the setting both labelled-image probes
+start from: class embeddings from prompt templates (several templates are averaged and
+re-normalised, as CLIP's zero-shot ensembles do), predictions by the highest cosine.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+from lgip.engine.embed import embed_texts
+from lgip.engine.settings import EvalSettings
+from lgip.models.base import VisionLanguageModel
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+def fill_templates(classnames: Sequence[str], templates: Sequence[str]) -> List[str]:
+    """Every template filled with every class name: class-major, templates in order."""
+    return [template.format(name) for name in classnames for template in templates]
+
+
+def average_prompts(prompt_embeddings: np.ndarray, num_classes: int) -> np.ndarray:
+    """[C*T, D] unit prompt embeddings (class-major) -> [C, D] unit class embeddings: the
+    mean over each class's templates, re-normalised."""
+    per_class = prompt_embeddings.reshape(num_classes, -1, prompt_embeddings.shape[1]).astype(np.float64).mean(axis=1)
+    return (per_class / np.linalg.norm(per_class, axis=1, keepdims=True)).astype(np.float32)
+
+
+def class_embeddings(model: VisionLanguageModel, classnames: Sequence[str], templates: Sequence[str],
+                     settings: EvalSettings) -> np.ndarray:
+    """[C, D] unit class embeddings of `classnames` under `templates`, the prompts encoded
+    through the embedding cache (a rerun encodes nothing)."""
+    prompts = fill_templates(classnames, templates)
+    distinct, inverse = np.unique(np.asarray(prompts, dtype=object), return_inverse=True)
+    embeddings = embed_texts(model, list(distinct), settings)[inverse]
+    return average_prompts(embeddings, len(classnames))
+
+
+def predict(image_embeddings: np.ndarray, class_embeddings_: np.ndarray) -> np.ndarray:
+    """The index of the best-scoring class for each unit image embedding."""
+    return np.argmax(image_embeddings @ class_embeddings_.T, axis=1)
