@@ -22,16 +22,17 @@ from typing import Callable, List, Sequence
 
 import numpy as np
 
-# A pack's attention is dense over its nodes (O(P^2)), so packs are bounded. On the
-# bench's CPU model (width 192) 256-512 nodes is the sweet spot (bench/bench_prefix.py
-# prints the sweep); wider towers spend relatively less on attention and do as well with more.
-MAX_NODES_PER_PACK = 512
+# A pack's attention is dense over its nodes (O(P^2)), and smaller packs repeat more
+# ancestors and pad more. On the bench's model (text width 192, CPU seconds, see
+# bench/bench_prefix.py) packs of 96 to 192 nodes cost the same, 256 about 6% more, 512
+# 25%, 1024 80%. Wider towers spend relatively less on attention; 192 suits them too.
+MAX_NODES_PER_PACK = 192
 # Packs of one batch run through the blocks together (padded to the longest pack):
 # enough rows per call to keep the matrix multiplies efficient, masks of bounded size.
 NODES_PER_BATCH = 4096
 # Where to cut between packs: the shallowest node in the last 1/CUT_WINDOW of a pack's
 # room starts the next pack, since a pack repeats the ancestors of its first node.
-CUT_WINDOW = 8
+CUT_WINDOW = 32
 PAD_TOKEN = -1  # fills rows past their end in the padded matrices built here
 
 
@@ -160,6 +161,14 @@ def plan_packs(trie: PrefixTrie, max_nodes_per_pack: int = MAX_NODES_PER_PACK) -
     return packs
 
 
+def pack_batches(packs: List[Pack], max_nodes_per_pack: int, nodes_per_batch: int = NODES_PER_BATCH):
+    """(start, stop, width) of each batch of packs run together: packs[start:stop],
+    padded to `width` nodes, the longest of them."""
+    per_batch = max(1, nodes_per_batch // max_nodes_per_pack)
+    return [(start, min(start + per_batch, len(packs)), max(len(pack.nodes) for pack in packs[start:start + per_batch]))
+            for start in range(0, len(packs), per_batch)]
+
+
 def encode_trie(trie: PrefixTrie, forward: Callable, device, max_nodes_per_pack: int = MAX_NODES_PER_PACK,
                 nodes_per_batch: int = NODES_PER_BATCH):
     """The last hidden state (before the final norm) of each text's end node, [T, width],
@@ -171,12 +180,13 @@ def encode_trie(trie: PrefixTrie, forward: Callable, device, max_nodes_per_pack:
 
     packs = plan_packs(trie, max_nodes_per_pack)
     end_nodes, text_end = np.unique(trie.text_node, return_inverse=True)
-    owner = np.searchsorted([int(pack.nodes[pack.owned_from]) for pack in packs], end_nodes, side="right") - 1
+    # Each end node is read from the pack that owns it, at owned_from + (node - first owned).
+    first_owned = np.asarray([int(pack.nodes[pack.owned_from]) for pack in packs])
+    owner = np.searchsorted(first_owned, end_nodes, side="right") - 1
+    place = np.asarray([pack.owned_from for pack in packs])[owner] + end_nodes - first_owned[owner]
     hidden = None
-    per_batch = max(1, nodes_per_batch // max_nodes_per_pack)
-    for batch_start in range(0, len(packs), per_batch):
-        batch = packs[batch_start:batch_start + per_batch]
-        width = max(len(pack.nodes) for pack in batch)
+    for batch_start, batch_stop, width in pack_batches(packs, max_nodes_per_pack, nodes_per_batch):
+        batch = packs[batch_start:batch_stop]
         ids = np.full((len(batch), width), -1, dtype=np.int64)  # -1: padding
         for row, pack in enumerate(batch):
             ids[row, :len(pack.nodes)] = pack.nodes
@@ -192,14 +202,10 @@ def encode_trie(trie: PrefixTrie, forward: Callable, device, max_nodes_per_pack:
         tokens = torch.as_tensor(np.where(real, trie.token[safe], 0), device=device)
         positions = torch.as_tensor(np.where(real, trie.depth[safe], 0), device=device)
         states = forward(tokens, positions, mask)
-        # Read the end nodes these packs own: their place is owned_from + (node - first owned).
-        wanted = np.flatnonzero((owner >= batch_start) & (owner < batch_start + len(batch)))
+        wanted = np.flatnonzero((owner >= batch_start) & (owner < batch_stop))
         if len(wanted):
-            local_pack = owner[wanted] - batch_start
-            firsts = np.asarray([int(pack.nodes[pack.owned_from]) for pack in batch])
-            froms = np.asarray([pack.owned_from for pack in batch])
-            place = froms[local_pack] + end_nodes[wanted] - firsts[local_pack]
-            picked = states[torch.as_tensor(local_pack, device=device), torch.as_tensor(place, device=device)]
+            picked = states[torch.as_tensor(owner[wanted] - batch_start, device=device),
+                            torch.as_tensor(place[wanted], device=device)]
             if hidden is None:
                 hidden = torch.empty((len(end_nodes), picked.shape[-1]), dtype=picked.dtype, device=device)
             hidden[torch.as_tensor(wanted, device=device)] = picked
