@@ -107,7 +107,8 @@ def _trie_from_padded(matrix: np.ndarray, lengths: np.ndarray) -> PrefixTrie:
     # node_at[i, d]: the node of row i's prefix of length d + 1. A row's new nodes are
     # numbered after every earlier row's, so the newest node at depth d among rows <= i
     # (a running maximum down each column) is the one row i shares.
-    node_at = np.where(creates, first_new[:, None] + columns[None, :] - shared[:, None], -1)
+    node_at = np.where(creates, (first_new - shared).astype(np.int32)[:, None] + columns.astype(np.int32)[None, :],
+                       np.int32(-1))
     np.maximum.accumulate(node_at, axis=0, out=node_at)
     new_row, new_depth = np.nonzero(creates)  # row-major: exactly node id order
     token = rows[new_row, new_depth].astype(np.int64)
