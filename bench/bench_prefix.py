@@ -46,7 +46,7 @@ from lgip.models import prefix  # noqa: E402
 
 BASE_JSONL = os.path.join(REPO, "tests", "data", "base_sample.jsonl")
 TEXT_BATCH_SIZE = run_lgip_multi.TEXT_BATCH_SIZE
-PACK_SIZES = [96, 128, 256, 512, 1024]
+PACK_SIZES = [96, 192, 256, 512, 1024]
 REPEATS = 3
 DEVICE = "cpu"
 

@@ -24,9 +24,10 @@ import numpy as np
 
 # A pack's attention is dense over its nodes (O(P^2)), and smaller packs repeat more
 # ancestors and pad more. On the bench's model (text width 192, CPU seconds, see
-# bench/bench_prefix.py) packs of 96 to 192 nodes cost the same, 256 about 6% more, 512
-# 25%, 1024 80%. Wider towers spend relatively less on attention; 192 suits them too.
-MAX_NODES_PER_PACK = 192
+# bench/bench_prefix.py) packs of 96 or 128 nodes cost least, 192-256 about 5% more,
+# 512 20%, 1024 75%. A wider tower spends relatively less on attention, so there 128
+# to 256 cost about the same (a few % of attention against a few % of repeats and padding).
+MAX_NODES_PER_PACK = 128
 # Packs of one batch run through the blocks together (padded to the longest pack):
 # enough rows per call to keep the matrix multiplies efficient, masks of bounded size.
 NODES_PER_BATCH = 4096
