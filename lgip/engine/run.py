@@ -1,6 +1,7 @@
 """The per-model loop every evaluation script shares: read the plan once, then per model
-load it, encode through the cache, score, let the script compute its metrics, and attach
-the run facts and the config block.
+load it (or, where the cache knows it, a stand-in that loads it only if something is
+missing), encode through the cache, score, let the script compute its metrics, and
+attach the run facts and the config block.
 """
 from __future__ import annotations
 
@@ -8,23 +9,27 @@ import contextlib
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from lgip.engine.cache import library_versions
 from lgip.engine.dump import PairDump
 from lgip.engine.plan import Caption, PairPlan, VariantGroups, build_plan
 from lgip.engine.scores import Scores, run_facts, score_plan
 from lgip.engine.settings import EvalSettings
+from lgip.engine.warm import StaleRecord, load_and_record, model_for_run
 from lgip.io import InputError, file_sha256, where
-from lgip.models import ModelSpec, load_model, parse_spec
-from lgip.models.base import VisionLanguageModel, resolve_device
+from lgip.models import ModelSpec, parse_spec
+from lgip.models.device import resolve_device
 from lgip.stats import Bootstrap
+
+if TYPE_CHECKING:
+    from lgip.models.base import VisionLanguageModel
 
 # compute_metrics(scores, bootstrap) -> the script's metric dict
 MetricFunction = Callable[[Scores, Bootstrap], Dict[str, Any]]
 
 
-def run_config(settings: EvalSettings, model: VisionLanguageModel, input_path: str, input_sha256: str,
+def run_config(settings: EvalSettings, model: "VisionLanguageModel", input_path: str, input_sha256: str,
                timings: Dict[str, float], script: str) -> Dict[str, Any]:
     """The `config` block: everything needed to know how a metric file was made."""
     return {
@@ -64,12 +69,17 @@ def evaluate_models(settings: EvalSettings, model_specs: List[str], input_path: 
 def evaluate_model(settings: EvalSettings, spec: ModelSpec, plan: PairPlan, device: str, input_path: str,
                    read_seconds: float, input_sha256: str, compute_metrics: MetricFunction, script: str,
                    dump: Optional[PairDump]) -> Dict[str, Any]:
-    """One model's metric dict: load, encode through the cache, score, measure."""
+    """One model's metric dict: load (or stand in for) the model, encode through the
+    cache, score, measure."""
     timings = {"read_input": read_seconds}
-    started = time.perf_counter()
-    model = load_model(spec, device, settings.precision, siglip_padding=settings.siglip_padding)
-    timings["load_model"] = time.perf_counter() - started
-    scores = score_plan(model, plan, settings, timings)
+    model, timings["load_model"] = model_for_run(settings, spec, device)
+    try:
+        scores = score_plan(model, plan, settings, timings)
+    except StaleRecord as stale:  # the weights changed under an unchanged size and time: start over
+        started = time.perf_counter()
+        model = load_and_record(settings, spec, device)
+        timings["load_model"] += time.perf_counter() - started
+        scores = score_plan(model, plan, settings, timings)
     if scores.failures:
         first_index, first_reason = sorted(scores.failures.items())[0]
         message = (f"{where(input_path, plan.image_lines[first_index])}: image {plan.images[first_index]} "
