@@ -1,14 +1,102 @@
-"""The model backends on the tiny models, loaded once through their spec strings:
-exact padding trimming for open_clip, and SigLIP's padding."""
-import numpy as np
-import torch
+"""The model interface on both tiny backends (open_clip `local-dir:` and transformers
+SigLIP), loaded once through their spec strings: pixels in [0, 1] and the model's own
+normalisation, raw image features with gradients, text features equal to the engine's
+cached embeddings, exact padding trimming, SigLIP's padding, and the logit scale/bias."""
+import math
 
-from lgip.engine import PairPlan
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lgip.engine import EvalSettings, PairPlan, score_plan
 from lgip.engine.cache import ShardStore
 from lgip.engine.embed import encode_text_units, tokenize_all
 from lgip.engine.scores import text_units
 from lgip.models import load_model
-from tests.helpers import TOL, PlainEncoder
+from tests.helpers import TOL, PlainEncoder, cache_files
+
+IMAGE_SIZE = 32  # both tiny models take 32x32 images
+TEXTS = ["a dog", "A man riding a horse down a long and winding dusty road at sunset.", "two red cars",
+         "a photo of a cat sitting on a green couch"]
+
+
+@pytest.fixture(params=["openclip_model", "siglip_model"])
+def model(request):
+    """Each tiny backend in turn, as loaded once for the session."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
+def pil_images(tiny_models):
+    """Three of the drawn 64x48 images, decoded."""
+    images = []
+    for path in tiny_models.images[:3]:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    return images
+
+
+def test_pixels_are_in_unit_range_and_normalise_to_the_models_preprocessing(model, pil_images):
+    for image in pil_images:
+        pixels = model.to_pixels(image)
+        assert pixels.dtype == torch.float32 and tuple(pixels.shape) == (3, IMAGE_SIZE, IMAGE_SIZE)
+        assert 0.0 <= float(pixels.min()) and float(pixels.max()) <= 1.0
+        expected = model.image_transform(image)
+        assert float(expected.min()) < 0.0  # the model's input is normalised; the pixels are not
+        assert torch.allclose(model.normalize_pixels(pixels), expected, atol=1e-6, rtol=0)
+
+
+def test_encode_images_equals_unit_image_features_of_the_pixels(model, pil_images):
+    normalized = torch.stack([model.image_transform(image) for image in pil_images])
+    pixels = torch.stack([model.to_pixels(image) for image in pil_images])
+    embeddings = model.encode_images(normalized)
+    raw = model.image_features(pixels)
+    assert raw.dtype == torch.float32 and raw.shape == embeddings.shape and raw.shape[0] == len(pil_images)
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(len(pil_images)), atol=1e-3)  # raw, not unit rows
+    assert torch.allclose(embeddings.norm(dim=-1), torch.ones(len(pil_images)), atol=TOL)
+    assert torch.allclose(embeddings, torch.nn.functional.normalize(raw, dim=-1).cpu(), atol=TOL, rtol=0)
+
+
+def test_gradients_flow_to_the_pixels(model, pil_images):
+    pixels = torch.stack([model.to_pixels(image) for image in pil_images]).requires_grad_(True)
+    features = model.image_features(pixels, grad=True)
+    assert features.requires_grad
+    # A cosine with a fixed direction, as a probe on pixels would use; grad only for the pixels.
+    direction = torch.nn.functional.normalize(torch.arange(features.shape[1], dtype=torch.float32), dim=0)
+    loss = (torch.nn.functional.normalize(features, dim=-1) @ direction).sum()
+    (gradient,) = torch.autograd.grad(loss, pixels)
+    assert gradient.shape == pixels.shape and torch.isfinite(gradient).all()
+    assert (gradient.flatten(1).abs().sum(dim=1) > 0).all()  # every image gets a gradient
+    assert not model.image_features(pixels).requires_grad  # grad=False: no graph, even for such input
+
+
+def test_text_features_equal_the_engines_cached_embeddings(model, tiny_models, tmp_path):
+    plan = PairPlan()
+    plan.add_record(1, tiny_models.images[0], TEXTS[:2], [[[(TEXTS[2], "same")]], [[(TEXTS[3], "diff")]]])
+    plan.finish()
+    settings = EvalSettings(device="cpu", workers=0, cache_dir=str(tmp_path / "cache"), text_batch_size=2,
+                            progress=False)
+    score_plan(model, plan, settings)
+    written = cache_files(tmp_path / "cache", "texts")
+    cached = score_plan(model, plan, settings)  # every text now comes from the cache
+    assert written and cache_files(tmp_path / "cache", "texts") == written
+    engine = np.concatenate([cached.text_embeddings[cached.caption_unit], cached.text_embeddings[cached.pair_unit]])
+    texts = [plan.texts[t] for t in np.concatenate([plan.caption_text, plan.pair_text])]
+    assert texts == TEXTS
+    features = model.text_features(texts)
+    assert features.dtype == torch.float32 and features.device.type == "cpu"
+    assert np.allclose(features.numpy(), engine, atol=TOL, rtol=0)
+
+
+def test_logit_scale_and_bias(openclip_model, siglip_model):
+    # open_clip initialises CLIP's temperature to log(1/0.07); the tiny model stores it in fp16.
+    assert openclip_model.logit_scale() == pytest.approx(1 / 0.07, rel=2e-3)
+    assert openclip_model.logit_bias() is None
+    scale, bias = siglip_model.logit_scale(), siglip_model.logit_bias()
+    assert isinstance(scale, float) and scale > 0
+    assert scale == pytest.approx(math.exp(float(siglip_model.model.logit_scale)), rel=1e-6)
+    assert isinstance(bias, float) and math.isfinite(bias)
 
 
 def test_trimmed_text_encoding_equals_full_padding(tiny_models, openclip_model):
