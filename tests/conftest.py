@@ -32,3 +32,19 @@ def siglip_model(tiny_models):
 
     return load_model(tiny_models.siglip, "cpu", "fp32", siglip_padding="max_length")
 
+
+@pytest.fixture(scope="session")
+def default_multi_run(tiny, tmp_path_factory):
+    """`default_multi_run(spec)` -> (metrics, CompletedProcess) of run_lgip_multi.py on the
+    tiny world's perturbed file with the default flags of helpers.run_multi, run once per
+    model for the whole session. Tests read the result; they must not change it."""
+    from tests.helpers import run_multi
+
+    runs = {}
+
+    def run(spec):
+        if spec not in runs:
+            runs[spec] = run_multi(tiny, spec, tmp_path_factory.mktemp("default_multi_run"))
+        return runs[spec]
+
+    return run

@@ -23,9 +23,9 @@ RELEASE_MULTI_KEYS = ["model_tag", "num_samples", "num_invariance_pairs", "num_s
 # --- metrics against the plain computation -----------------------------------------
 
 @pytest.mark.parametrize("model", ["openclip", "siglip"])
-def test_multi_metrics_equal_plain_per_pair_computation(tiny, tmp_path, model):
+def test_multi_metrics_equal_plain_per_pair_computation(tiny, default_multi_run, model):
     spec = getattr(tiny, model)
-    metrics, _ = run_multi(tiny, spec, tmp_path)
+    metrics, _ = default_multi_run(spec)
     plain = plain_lgip(spec, tiny.perturb)
     assert list(metrics)[:7] == RELEASE_MULTI_KEYS
     assert metrics["num_samples"] == 16
@@ -254,8 +254,9 @@ def test_limit_evaluates_the_first_records(tiny, tmp_path):
     assert metrics["num_samples"] == 4 and metrics["config"]["limit"] == 4
 
 
-def test_fp16_and_bf16_stay_close_to_fp32(tiny, tmp_path):
-    reference, _ = run_multi(tiny, tiny.openclip, tmp_path / "fp32", "--bootstrap", 0)
+def test_fp16_and_bf16_stay_close_to_fp32(tiny, default_multi_run, tmp_path):
+    reference, _ = default_multi_run(tiny.openclip)
+    assert reference["config"]["precision"] == "fp32"
     for precision, tolerance in [("fp16", 2e-3), ("bf16", 2e-2)]:
         metrics, _ = run_multi(tiny, tiny.openclip, tmp_path / precision, "--precision", precision, "--bootstrap", 0)
         assert metrics["config"]["precision"] == precision
@@ -263,8 +264,8 @@ def test_fp16_and_bf16_stay_close_to_fp32(tiny, tmp_path):
             assert metrics[key] == pytest.approx(reference[key], abs=tolerance), (precision, key)
 
 
-def test_config_block_records_how_the_file_was_made(tiny, tmp_path):
-    metrics, _ = run_multi(tiny, tiny.siglip, tmp_path)
+def test_config_block_records_how_the_file_was_made(tiny, default_multi_run):
+    metrics, _ = default_multi_run(tiny.siglip)
     config = metrics["config"]
     assert config["spec"] == tiny.siglip and config["backend"] == "hf"
     assert config["model_settings"]["padding"] == "max_length" and config["model_settings"]["max_length"] == 64

@@ -14,8 +14,8 @@ import lgip_report
 from tests.helpers import TOL, PlainEncoder, read_jsonl, run_multi, run_script
 
 
-def test_retrieval_recalls_match_a_brute_force_ranking(tiny, tmp_path):
-    metrics, _ = run_multi(tiny, tiny.openclip, tmp_path)
+def test_retrieval_recalls_match_a_brute_force_ranking(tiny, default_multi_run):
+    metrics, _ = default_multi_run(tiny.openclip)
     encoder = PlainEncoder(tiny.openclip)
     records = read_jsonl(tiny.perturb)
     folder = os.path.dirname(tiny.perturb)
