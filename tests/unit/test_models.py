@@ -3,6 +3,7 @@ SigLIP), loaded once through their spec strings: pixels in [0, 1] and the model'
 normalisation, raw image features with gradients, text features equal to the engine's
 cached embeddings, exact padding trimming, SigLIP's padding, and the logit scale/bias."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -95,8 +96,22 @@ def test_logit_scale_and_bias(openclip_model, siglip_model):
     assert openclip_model.logit_bias() is None
     scale, bias = siglip_model.logit_scale(), siglip_model.logit_bias()
     assert isinstance(scale, float) and scale > 0
-    assert scale == pytest.approx(math.exp(float(siglip_model.model.logit_scale)), rel=1e-6)
+    assert scale == pytest.approx(math.exp(float(siglip_model.model.logit_scale.detach())), rel=1e-6)
     assert isinstance(bias, float) and math.isfinite(bias)
+
+
+def test_logit_scale_and_bias_read_the_parameters_without_a_warning(openclip_model, siglip_model):
+    # The parameters keep requires_grad as loaded; reading them as floats must not warn.
+    # torch warns once a process unless told to warn always, so the order of tests does not matter.
+    warned_always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for model in (openclip_model, siglip_model):
+                model.logit_scale(), model.logit_bias()
+    finally:
+        torch.set_warn_always(warned_always)
 
 
 def test_trimmed_text_encoding_equals_full_padding(tiny_models, openclip_model):
