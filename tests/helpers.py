@@ -32,8 +32,7 @@ TOL = 1e-5  # float32 embeddings computed two ways agree to about this
 
 GENERATORS = ["diff_gen_caption.py", "make_perturb_with_fliptypes.py", "rebuttal_enhanced_perturb_with_fliptypes.py"]
 # The generators the tiny world runs on its base JSONL, and the attribute each output gets.
-TINY_GENERATED = [("diff_gen_caption.py", "perturb"), ("make_perturb_with_fliptypes.py", "fliptypes"),
-                  ("rebuttal_enhanced_perturb_with_fliptypes.py", "enhanced")]
+TINY_GENERATED = list(zip(GENERATORS, ["perturb", "fliptypes", "enhanced"]))
 TINY_IMAGES = 16
 
 
