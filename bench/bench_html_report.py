@@ -47,7 +47,7 @@ for folder in (REPO, os.path.join(REPO, "bench")):
 
 from bench_eval import (COLORS, IMAGE_SIZES, NOISE_AMPLITUDE, NUMBERS, OBJECTS, draw_image,  # noqa: E402
                         machine_busy_seconds, make_caption, repository_version)
-from lgip_common import PairDump  # noqa: E402
+from lgip.engine.dump import PairDump  # noqa: E402
 
 ROWS = 10_000_000
 FULL_ROWS = 10_000_000  # the paper's run, for the extrapolation

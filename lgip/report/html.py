@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from lgip.io import InputError, atomic_output, file_sha256
-from lgip.report.examples import DEFAULT_EXAMPLES, Example, ExampleSelection, select_examples
+from lgip.report.examples import DEFAULT_EXAMPLES, UNTYPED_FLIP, Example, ExampleSelection, select_examples
 
 THUMBNAIL_PX = 160  # the longer side of an example's image
 THUMBNAIL_QUALITY = 80  # JPEG quality of the thumbnails: ~5-8 KB each for a photo
@@ -206,7 +206,8 @@ def score(value: Optional[float]) -> str:
 def example_card(example: Example, variant_label: str, context: ReportContext) -> str:
     """One pair: thumbnail, caption and variant with the changed words marked, both scores."""
     caption_html, variant_html = marked_difference(example.caption, example.variant_text)
-    gap_class = "neg" if example.gap < 0 else "pos"
+    # A flip's gap has a good sign (positive); a paraphrase's is bad either way.
+    gap_class = "moved" if variant_label == "paraphrase" else ("neg" if example.gap < 0 else "pos")
     place = f"line {example.line} · caption {example.caption_index}" + (
         f" · image {example.image_id}" if example.image_id else "")
     return (f'<figure class="card">{thumbnail_html(example, context)}<figcaption>'
@@ -286,9 +287,11 @@ def examples_section(rows: list, context: ReportContext) -> Optional[Section]:
         flips = selection.flips.get(model, {})
         for flip_type in _flip_types(flips):
             counts = selection.counts[(model, "flip", flip_type)]
-            heading = (f"{flip_type} flips that beat their caption: {len(flips[flip_type])} shown of "
+            name = "untyped (diff_caps)" if flip_type == UNTYPED_FLIP else flip_type
+            heading = (f"{name} flips that beat their caption: {len(flips[flip_type])} shown of "
                        f"{counts.flip_wins:,} (of {counts.scored:,} scored)")
-            cards = "".join(example_card(example, f"flip ({flip_type})", context) for example in flips[flip_type])
+            label = "flip" if flip_type == UNTYPED_FLIP else f"flip ({flip_type})"
+            cards = "".join(example_card(example, label, context) for example in flips[flip_type])
             groups.append(f'<h4>{esc(heading)}</h4><div class="cards">{cards or "<p>none</p>"}</div>')
         paraphrases = selection.paraphrases.get(model)
         if paraphrases is not None:
@@ -418,13 +421,13 @@ details.model{background:#fff;border:1px solid #ddd;border-radius:6px;padding:4p
 details.model summary{font-weight:600;font-size:16px;cursor:pointer;padding:4px 0}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:10px}
 figure.card{display:flex;gap:10px;margin:0;padding:8px;border:1px solid #e2e2e2;border-radius:6px;background:#fcfcfc}
-img.thumb{width:160px;height:auto;max-height:160px;object-fit:contain;flex:none;border-radius:3px;background:#eee}
+img.thumb{width:160px;height:auto;max-height:160px;object-fit:contain;flex:none;align-self:flex-start;border-radius:3px}
 td img.thumb{width:96px}
 .noimage{width:160px;min-height:90px;flex:none;background:#f1e6e6;color:#733;font-size:11px;padding:6px;
 box-sizing:border-box;overflow-wrap:anywhere}
 figure.card p{margin:0 0 4px}.tag{display:inline-block;min-width:64px;color:#666;font-size:12px}
 mark{background:#ffe58a;padding:0 2px;border-radius:2px}mark.out{background:#f3d1d1}
-.scores{font-variant-numeric:tabular-nums}.neg{color:#b3261e}.pos{color:#1e7b34}.where{color:#888;font-size:12px}
+.scores{font-variant-numeric:tabular-nums}.neg{color:#b3261e}.pos{color:#1e7b34}.moved{color:#8a4b00}.where{color:#888;font-size:12px}
 code{font-size:12px;overflow-wrap:anywhere}
 """
 
