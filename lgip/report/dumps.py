@@ -248,14 +248,20 @@ def _guarded(path: str, chunks: Iterator) -> Iterator:
 # Chunks on worker processes
 # ---------------------------------------------------------------------------
 
+def _parallel(path: str) -> bool:
+    """Whether map_chunks reads `path` on workers (given a pool)."""
+    return not path.endswith(".parquet") and os.path.isfile(path) and os.path.getsize(path) >= PARALLEL_MIN_BYTES
+
+
 @contextlib.contextmanager
-def worker_pool(workers: Optional[int] = None):
+def worker_pool(workers: Optional[int] = None, paths: Sequence[str] = ()):
     """A pool of forked worker processes for `map_chunks`, or None where there is no fork
     (then everything runs in this process) or `workers` < 2. Start it before any helper
     thread: a fork copies only the thread that calls it. Forked workers share this
-    process's string-hash seed, so hash() of the same text agrees across them."""
+    process's string-hash seed, so hash() of the same text agrees across them. None too
+    when none of `paths` is large enough to be read on workers."""
     workers = min(MAX_WORKERS, os.cpu_count() or 1) if workers is None else workers
-    if workers < 2 or not sys.platform.startswith("linux"):
+    if workers < 2 or not sys.platform.startswith("linux") or not any(map(_parallel, paths)):
         yield None
         return
     pool = multiprocessing.get_context("fork").Pool(workers)
@@ -278,8 +284,7 @@ def map_chunks(path: str, function: Callable[..., Any], args: tuple = (), pool=N
     the dump, in file order. On `pool`'s workers for a CSV file of PARALLEL_MIN_BYTES or
     more (a chunk is then a block of about BLOCK_BYTES); `function` and its results must
     pickle. A RowError it raises becomes an InputError naming the file and line."""
-    if pool is None or path.endswith(".parquet") or not os.path.isfile(path) \
-            or os.path.getsize(path) < PARALLEL_MIN_BYTES:
+    if pool is None or not _parallel(path):
         for first_row, columns in read_dump(path, chunk_rows):
             try:
                 yield first_row, function(columns, *args)

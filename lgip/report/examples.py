@@ -317,7 +317,7 @@ class ExampleSelector:
     def select(self, paths: Sequence[str]) -> ExampleSelection:
         """Read every dump once and choose the examples (plus one partial pass for the
         texts of the shared flips)."""
-        with _collector_paused(), worker_pool(self.workers) as pool:
+        with _collector_paused(), worker_pool(self.workers, paths) as pool:
             for file_index, path in enumerate(paths):
                 for first_row, summary in map_chunks(path, summarize_chunk, (self.k,), pool, self.chunk_rows):
                     self._merge(file_index, path, first_row, summary)
