@@ -486,10 +486,10 @@ def parse_args():
     parser.add_argument("--examples", type=positive_int, default=DEFAULT_EXAMPLES, metavar="K",
                         help="examples per model and group on the page (default: %(default)s)")
     args = parser.parse_args()
-    if not args.inputs and not args.diff and not (args.html and args.pairs):
-        parser.error("give metric files/folders, --diff A B, or --html PAGE --pairs DUMP...")
     if args.pairs and not args.html:
         parser.error("--pairs chooses the examples of the --html page: give --html PATH too")
+    if not args.inputs and not args.diff and not (args.html and args.pairs):
+        parser.error("give metric files/folders, --diff A B, or --html PAGE --pairs DUMP...")
     return args
 
 

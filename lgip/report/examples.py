@@ -1,9 +1,10 @@
 """The examples behind the numbers, chosen by streaming `--dump-pairs` files.
 
-A dump holds one row per scored pair (`lgip.engine.dump.PairDump.COLUMNS`) for every model of a run; the
-paper's full run writes about 10 million. Nothing here loads a dump whole: each file is
-read once, in chunks (`dumps.map_chunks`: on worker processes for a large file), each
-chunk is reduced to a small summary (`summarize_chunk`), and what is kept is
+A dump holds one row per scored pair (`lgip.engine.dump.PairDump.COLUMNS`) for every
+model of a run; the paper's full run writes about 10 million. Nothing here loads a dump
+whole: each file is read once, in chunks (`dumps.map_chunks`: on worker processes for a
+large file), each chunk is reduced to a small summary (`summarize_chunk`), and what is
+kept is
 - per model and flip type, the K flips that beat their caption by the most (the most
   negative gap = caption score − flip score; only flips with gap < 0 qualify), and per
   model the K paraphrases that move the score most (largest |gap|), each in a heap of
@@ -12,22 +13,22 @@ chunk is reduced to a small summary (`summarize_chunk`), and what is kept is
 - across models, per distinct flip (input line, image path, caption index, flip text) a
   float32 gap per model (NaN: that model did not score it). The flips every model gets
   wrong and those no model gets wrong are the complete rows with all gaps < 0, or none.
+  A flip a model scored twice (two dumps hold it) counts with its last row read.
 
 Kinds (`ROLE` or `ROLE:LABEL`, the grammar of `lgip.engine.plan.split_kind`): roles
 `diff`, `type`, `flip` are flips, typed by the label (`all` when there is none); `same`
 is a paraphrase; others (the compositional probes' `order`, `swap`) are skipped. Rows
 whose gap is not finite are skipped.
 
-Memory, for the cross-model join: a dict from a 64-bit hash (Python's own, which
-agrees across the forked workers) of the flip's key to its slot (about 100 bytes per distinct flip in CPython) and the slot's gaps (4 bytes per
-model); with 9 models that is about 140 bytes per distinct flip, about 170 MB if all
-10 million rows of a 9-model dump were flips (1.1 million distinct flips), about 75 MB
-for the paper's mix (about half the rows are flips). Two distinct flips share a slot
-only if their 64-bit hashes collide: odds of about 1 in 10^7 at a million flips. The
-heaps hold K rows per (model, group). The texts of the few shared flips chosen are read
-back in a second pass that stops as soon as it has seen them all (the first model's
-rows hold every one), so it reads about one model's share of the first dump. A flip a
-model scored twice (two dumps hold it) counts with its last row read.
+Memory, for the cross-model join: a dict from a 64-bit hash of the flip's key (Python's
+own hash, which the forked workers share) to its slot, about 100 bytes per distinct
+flip, and the gap table, 4 bytes per flip and model (its rows double as it grows). The
+paper's mix, about 555,000 distinct flips among 10 million rows of nine models, needs
+about 95 MB; a dump of flips only (1.1 million) about 190 MB. Two distinct flips share
+a slot only if their 64-bit hashes collide: odds of about 1 in 10^7 at a million flips.
+The heaps hold K rows per (model, group). The texts of the few shared flips chosen are
+read back in a second pass that stops as soon as it has seen them all (the first
+model's rows hold every one), so it reads about one model's share of the first dump.
 """
 from __future__ import annotations
 
