@@ -28,12 +28,10 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lgip.engine.dump import PairDump
 from lgip.io import InputError, where
 
-# lgip.engine.dump.PairDump.COLUMNS, spelled out here: importing the engine would import
-# torch, which the report does without (a unit test keeps the two lists equal).
-DUMP_COLUMNS = ("model_tag", "line", "image_id", "image_path", "caption_index", "caption", "variant_kind",
-                "variant_text", "base_score", "variant_score", "gap")
+DUMP_COLUMNS = tuple(PairDump.COLUMNS)
 REQUIRED_COLUMNS = ("model_tag", "line", "image_path", "caption_index", "caption", "variant_kind", "variant_text", "gap")
 CHUNK_ROWS = 1 << 16  # rows per chunk when one process reads: numpy pays off, a chunk stays a few MB
 BLOCK_BYTES = 1 << 20  # bytes read (or inflated) at a time: a block of ~5 MB of text once inflated

@@ -41,6 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lgip.engine.plan import split_kind
 from lgip.io import InputError
 from lgip.report.dumps import CHUNK_ROWS, Columns, float_column, map_chunks, worker_pool
 
@@ -106,7 +107,7 @@ class ExampleSelection:
 def kind_role(kind: str) -> Optional[Tuple[str, str]]:
     """("flip", flip type) or ("paraphrase", "") for a dump's variant kind; None for kinds
     the report does not show."""
-    prefix, _, rest = kind.partition(":")  # split_kind's grammar; lgip.engine would import torch
+    prefix, rest = split_kind(kind)
     if prefix == PARAPHRASE_PREFIX:
         return ("paraphrase", "")
     if prefix in FLIP_PREFIXES:
