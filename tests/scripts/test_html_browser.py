@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from tests.browser import Chromium, find_chromium
-from tests.conftest import run_script
+from tests.helpers import run_script
 
 MIN_SCREENSHOT_STDDEV = 20.0  # grey-level spread of a page with tables, plots and images (a blank page: ~0)
 LEADERBOARD_CELLS = "Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent.trim()))"

@@ -19,7 +19,7 @@ from lgip.report import dumps
 from lgip.report.dumps import read_dump
 from lgip.report.examples import select_examples
 from lgip.report.html import ReportContext, ReportTools, build_page, marked_difference, write_html_report
-from tests.conftest import REPO, run_script
+from tests.helpers import REPO, run_script
 
 KINDS = ["same", "same:synonym", "diff", "type:color", "flip:number", "diff:object", "order:shuffle"]
 MODELS = ["m<1>", "m&2", "m3"]
