@@ -3,8 +3,10 @@
 It draws a small sample of images with five captions each in COCO's format, builds the
 base JSONL with build_base_jsonl.py, runs the generators, evaluates two tiny models it
 builds on the spot (an open_clip CLIP and a transformers SigLIP with RANDOM weights, so
-the numbers only show that the pipeline works), and writes the table and the plots with
-lgip_report.py. Each stage runs as its own script, exactly as you would run it.
+the numbers only show that the pipeline works), and writes the table, the plots and one
+HTML page (report.html: the leaderboard, the plots, and the images and captions behind
+the numbers from the evaluations' pair dumps) with lgip_report.py. Each stage runs as
+its own script, exactly as you would run it.
 
 `--models SPEC ...` evaluates real models instead (on a machine that has their weights).
 The tiny-model builders (lgip/tiny.py) are also what the tests and benchmarks use.
@@ -95,22 +97,29 @@ def main():
                  build_tiny_siglip(os.path.join(models_dir, "tiny-siglip"))]
         print("  " + "\n  ".join(specs))
     common = ["--models", *specs, "--output-dir", out, "--bootstrap", str(BOOTSTRAP), "--quiet"]
-    run_stage(6, total, "LGIP metrics per model", "run_lgip_multi.py", "--input", perturbed, *common)
+    pair_dumps = [os.path.join(out, "pairs_perturb.csv.gz"), os.path.join(out, "pairs_fliptypes.csv.gz")]
+    run_stage(6, total, "LGIP metrics per model", "run_lgip_multi.py", "--input", perturbed, *common,
+              "--dump-pairs", pair_dumps[0])
     run_stage(7, total, "LGIP metrics per flip type (the cache is warm: nothing is encoded again for "
-              "texts already seen)", "run_lgip_by_fliptype.py", "--input", fliptypes, *common)
+              "texts already seen)", "run_lgip_by_fliptype.py", "--input", fliptypes, *common,
+              "--dump-pairs", pair_dumps[1])
     metric_files = sorted(glob.glob(os.path.join(out, "*__LGIP_*.metrics.json")))
     metric_files = [path for path in metric_files if not path.endswith("__LGIP_ALL.metrics.json")]
     run_stage(8, total, "the report", "lgip_report.py", *metric_files, "--csv", os.path.join(out, "lgip_table.csv"),
               "--plot-frontier", os.path.join(out, "lgip_frontier.png"),
-              "--plot-types", os.path.join(out, "lgip_flip_types.png"))
+              "--plot-types", os.path.join(out, "lgip_flip_types.png"), "--html", os.path.join(out, "report.html"),
+              "--pairs", *pair_dumps)
 
     print(f"\nDone in {time.perf_counter() - started:.0f} s. Everything is in {out}:")
     for label, path in [("base JSONL", base), ("perturbed JSONL", perturbed), ("with flip types", fliptypes),
                         ("metric files", os.path.join(out, "*.metrics.json")), ("table", os.path.join(out, "lgip_table.csv")),
                         ("frontier plot", os.path.join(out, "lgip_frontier.png")),
                         ("flip-type plot", os.path.join(out, "lgip_flip_types.png")),
+                        ("pair dumps", os.path.join(out, "pairs_*.csv.gz")),
+                        ("HTML report", os.path.join(out, "report.html")),
                         ("embedding cache", os.path.join(out, ".lgip_cache"))]:
         print(f"  {label:>16}: {path}")
+    print(f"\nOpen the report in a browser: file://{os.path.join(out, 'report.html')}")
     print("\nThe real run (COCO captions + images, the paper's nine models; see README 'Reproduce the paper'):\n"
           "  python build_base_jsonl.py --download\n"
           "  python diff_gen_caption.py && python make_perturb_with_fliptypes.py\n"

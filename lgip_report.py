@@ -8,8 +8,10 @@ files are among the inputs, a second table follows: word-order Precision@1, swap
 accuracy per swap type, hard-positive triple accuracy (original, augmented),
 brittleness, and the same with the image replaced by the mean image (blind). Optional:
 a CSV of the same tables, the invariance-sensitivity frontier and per-type bars as PNGs,
-a side-by-side `--diff` of two runs, and `--correlate`, the rank correlation across
-models between retrieval R@1 and each LGIP metric. No torch needed.
+a side-by-side `--diff` of two runs, `--correlate`, the rank correlation across
+models between retrieval R@1 and each LGIP metric, and `--html`, one self-contained page
+with all of it plus the examples behind the numbers, chosen by streaming the
+`--dump-pairs` files given with `--pairs` (lgip/report/). No torch needed.
 """
 import argparse
 import csv
@@ -20,8 +22,9 @@ import os
 
 import numpy as np
 
-from lgip.cli import metric_value, run_cli
+from lgip.cli import metric_value, positive_int, run_cli
 from lgip.io import InputError, atomic_output
+from lgip.report.examples import DEFAULT_EXAMPLES
 
 FLIP_TYPES = ["color", "number", "object"]
 METRICS = [  # (row key, label, higher is better)
@@ -476,9 +479,17 @@ def parse_args():
                         help="two metric files or folders side by side, matched by model tag, with deltas")
     parser.add_argument("--correlate", action="store_true",
                         help="rank correlation across models between retrieval R@1 and each LGIP metric")
+    parser.add_argument("--html", metavar="PATH.html",
+                        help="one self-contained page: leaderboard, plots, examples from --pairs, run facts")
+    parser.add_argument("--pairs", nargs="+", metavar="FILE", default=[],
+                        help="--dump-pairs files (CSV, .csv.gz, .parquet) to choose the page's examples from")
+    parser.add_argument("--examples", type=positive_int, default=DEFAULT_EXAMPLES, metavar="K",
+                        help="examples per model and group on the page (default: %(default)s)")
     args = parser.parse_args()
-    if not args.inputs and not args.diff:
-        parser.error("give metric files/folders, or --diff A B")
+    if args.pairs and not args.html:
+        parser.error("--pairs chooses the examples of the --html page: give --html PATH too")
+    if not args.inputs and not args.diff and not (args.html and args.pairs):
+        parser.error("give metric files/folders, --diff A B, or --html PAGE --pairs DUMP...")
     return args
 
 
@@ -488,9 +499,9 @@ def main():
         header, body = diff_table(diff_rows(load_rows([args.diff[0]]), load_rows([args.diff[1]])))
         print(f"A = {args.diff[0]}\nB = {args.diff[1]}\n")
         print(markdown(header, body))
-        if not args.inputs:
+        if not args.inputs and not args.html:
             return
-    rows = load_rows(args.inputs)
+    rows = load_rows(args.inputs) if args.inputs else []
     lgip_rows = [row for row in rows if row.get("kind") != "compositional"]
     compositional_rows = [row for row in rows if row.get("kind") == "compositional"]
     if lgip_rows:
@@ -513,6 +524,14 @@ def main():
         for (retrieval_label, label), (rho, count) in correlations(lgip_rows).items():
             shown = "– (needs 3+ models with both)" if rho is None else f"{rho:+.3f}"
             print(f"  {retrieval_label:>15} vs {label:<17} rho = {shown}  (n={count})")
+    if args.html:
+        from lgip.report.html import ReportTools, write_html_report
+
+        tools = ReportTools(table=table, compositional_table=compositional_table,
+                            plots=[("Invariance–sensitivity frontier", plot_frontier),
+                                   ("Positive rate per flip type", plot_types)])
+        size = write_html_report(args.html, rows, tools, args.pairs, args.examples)
+        print(f"wrote {args.html} ({size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":

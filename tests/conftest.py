@@ -1,49 +1,50 @@
-"""Shared test helpers: the repository path and a way to run a script as a user does."""
-import os
-import subprocess
-import sys
-from pathlib import Path
-
+"""Fixtures only (helpers live in tests/helpers.py): the tiny offline models and world,
+built once per session, and the two models loaded once through `lgip.models.load_model`."""
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
-
-
-def run_script(script, *args, env_extra=None, check=False):
-    """Run `python REPO/script args...` and return the CompletedProcess (text mode)."""
-    env = dict(os.environ)
-    env.update(env_extra or {})
-    result = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], capture_output=True, text=True,
-                            env=env, cwd=str(REPO))
-    if check and result.returncode != 0:
-        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-@pytest.fixture
-def run():
-    return run_script
+from tests.helpers import build_tiny_models, build_tiny_world
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """A tiny offline world built once per test session: an open_clip model saved as a
-    `local-dir:` folder, a SigLIP saved with save_pretrained, 16 drawn images, a base
-    JSONL and the three generators' outputs for it."""
-    from types import SimpleNamespace
+def tiny_models(tmp_path_factory):
+    """Tiny open_clip and SigLIP folders (`openclip`, `siglip`: their specs) and 16 drawn images."""
+    return build_tiny_models(tmp_path_factory.mktemp("tiny_world"))
 
-    from tests.tiny_models import CAPTIONS, build_tiny_openclip, build_tiny_siglip, draw_images, write_records
 
-    root = tmp_path_factory.mktemp("tiny_world")
-    world = SimpleNamespace(root=root)
-    world.openclip = build_tiny_openclip(root / "openclip")
-    world.siglip = build_tiny_siglip(root / "siglip", CAPTIONS)
-    world.images = draw_images(root / "data" / "images", 16)
-    world.base = Path(write_records(root / "data" / "base.jsonl", world.images))
-    for script, name in [("diff_gen_caption.py", "perturb"), ("make_perturb_with_fliptypes.py", "fliptypes"),
-                         ("rebuttal_enhanced_perturb_with_fliptypes.py", "enhanced")]:
-        output = root / "data" / f"base_{name}.jsonl"
-        run_script(script, "--input", world.base, "--output", output, check=True)
-        setattr(world, name, output)
-    return world
+@pytest.fixture(scope="session")
+def tiny(tiny_models):
+    """`tiny_models` plus a base JSONL and the three generators' outputs for it."""
+    return build_tiny_world(tiny_models)
+
+
+@pytest.fixture(scope="session")
+def openclip_model(tiny_models):
+    """The tiny open_clip model, loaded once (fp32, CPU). Tests must not change it."""
+    from lgip.models import load_model
+
+    return load_model(tiny_models.openclip, "cpu", "fp32")
+
+
+@pytest.fixture(scope="session")
+def siglip_model(tiny_models):
+    """The tiny SigLIP, loaded once (fp32, CPU, max_length padding). Tests must not change it."""
+    from lgip.models import load_model
+
+    return load_model(tiny_models.siglip, "cpu", "fp32", siglip_padding="max_length")
+
+
+@pytest.fixture(scope="session")
+def default_multi_run(tiny, tmp_path_factory):
+    """`default_multi_run(spec)` -> (metrics, CompletedProcess) of run_lgip_multi.py on the
+    tiny world's perturbed file with the default flags of helpers.run_multi, run once per
+    model for the whole session. Tests read the result; they must not change it."""
+    from tests.helpers import run_multi
+
+    runs = {}
+
+    def run(spec):
+        if spec not in runs:
+            runs[spec] = run_multi(tiny, spec, tmp_path_factory.mktemp("default_multi_run"))
+        return runs[spec]
+
+    return run

@@ -1,11 +1,20 @@
 """The evaluation engine: settings, the pair plan, the embedding cache, batched encoding,
-scores, per-pair dumps and the per-model run loop. Import from the submodules; this face
-re-exports what a tool built on the engine usually needs.
+scores, per-pair dumps and the per-model run loop. This face re-exports what a tool
+built on the engine usually needs, loading each submodule on first use, so that
+torch-free users (the report reads `plan.split_kind` and `dump.PairDump.COLUMNS`)
+import only the submodule they name.
 """
-from lgip.engine.plan import Caption, PairPlan, build_plan, split_kind
-from lgip.engine.run import evaluate_models
-from lgip.engine.scores import Scores, record_ids, score_plan
-from lgip.engine.settings import EvalSettings
+import importlib
 
-__all__ = ["Caption", "EvalSettings", "PairPlan", "Scores", "build_plan", "evaluate_models", "record_ids",
-           "score_plan", "split_kind"]
+# name -> the submodule that defines it
+_EXPORTS = {"Caption": "plan", "PairPlan": "plan", "build_plan": "plan", "split_kind": "plan",
+            "evaluate_models": "run", "Scores": "scores", "record_ids": "scores", "score_plan": "scores",
+            "EvalSettings": "settings"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lgip.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lgip.engine.{_EXPORTS[name]}"), name)

@@ -11,8 +11,12 @@ import io
 
 import numpy as np
 
-from lgip.engine.scores import Scores
+from typing import TYPE_CHECKING
+
 from lgip.io import InputError, atomic_output
+
+if TYPE_CHECKING:  # the dump's columns are read by the torch-free report
+    from lgip.engine.scores import Scores
 
 class PairDump:
     """`--dump-pairs PATH`: one row per scored pair, for every model of the run, in one

@@ -186,9 +186,9 @@ class VisionLanguageModel:
     # --- scores -----------------------------------------------------------------
     def logit_scale(self) -> float:
         """The learned temperature that multiplies cosine similarities."""
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     def logit_bias(self) -> Optional[float]:
         """SigLIP's learned bias added to the scaled similarity; None for CLIP."""
         bias = getattr(self.model, "logit_bias", None)
-        return None if bias is None else float(bias)
+        return None if bias is None else float(bias.detach())

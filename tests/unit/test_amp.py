@@ -4,12 +4,11 @@ import pytest
 import torch
 
 from lgip.models import load_model
-from lgip.tiny import build_tiny_openclip
 
 
 @pytest.fixture(scope="module")
-def tiny_openclip(tmp_path_factory):
-    return build_tiny_openclip(tmp_path_factory.mktemp("amp") / "openclip")
+def tiny_openclip(tiny_models):
+    return tiny_models.openclip
 
 
 def test_amp_keeps_fp32_weights_and_records_the_autocast_dtype(tiny_openclip):

@@ -280,14 +280,9 @@ def test_normalisation_is_inverted():
 
 
 @pytest.fixture(scope="module")
-def tiny_openclip(tmp_path_factory):
-    open_clip = pytest.importorskip("open_clip")
-    from tests.tiny_models import build_tiny_openclip
-
-    spec = build_tiny_openclip(tmp_path_factory.mktemp("matching") / "openclip")
-    model, _, _ = open_clip.create_model_and_transforms(spec[len("openclip:"):])
-    model.eval()
-    return model
+def tiny_openclip(openclip_model):
+    """The session's tiny open_clip module (loaded through its spec string)."""
+    return openclip_model.model
 
 
 @pytest.mark.parametrize("box", ["normalized", "pixel01"])

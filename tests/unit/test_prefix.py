@@ -11,7 +11,6 @@ import torch
 
 from lgip.models.prefix import (build_prefix_trie, encode_prefix_shared_hf_clip, encode_prefix_shared_openclip,
                                 plan_packs, supports_prefix_sharing)
-from lgip_quickstart import build_tiny_openclip
 
 TOLERANCE = 1e-5
 CONTEXT = 77
@@ -83,10 +82,11 @@ def test_pack_budget_must_fit_the_deepest_path():
 # --------------------------------------------------------------------------- open_clip
 
 @pytest.fixture(scope="module")
-def openclip_model(tmp_path_factory):
+def openclip_model(tiny_models):
+    """(the session's tiny open_clip module, its tokenizer), loaded the way open_clip does."""
     import open_clip
 
-    name = build_tiny_openclip(tmp_path_factory.mktemp("openclip"))[len("openclip:"):]
+    name = tiny_models.openclip[len("openclip:"):]
     model, _, _ = open_clip.create_model_and_transforms(name)
     return model.eval(), open_clip.get_tokenizer(name)
 

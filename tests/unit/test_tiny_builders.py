@@ -1,12 +1,15 @@
-"""The tiny offline models and data in tests/tiny_models.py load through the real
-open_clip and transformers entry points and produce usable features."""
+"""The tiny offline models and data of lgip/tiny.py (and the tests' write_records) load
+through the real open_clip and transformers entry points, produce usable features, and
+are built the same way every time. The session's tiny models are the first build; the
+tests build again beside them to compare."""
 import json
 import os
 
 import pytest
 import torch
 
-from tests.tiny_models import CAPTIONS, build_tiny_openclip, build_tiny_siglip, draw_images, write_records
+from lgip.tiny import CAPTIONS, build_tiny_openclip, build_tiny_siglip, draw_images
+from tests.helpers import write_records
 
 
 @pytest.fixture(scope="module")
@@ -20,21 +23,27 @@ def images(work):
 
 
 @pytest.fixture(scope="module")
-def openclip_spec(work):
-    return build_tiny_openclip(work / "openclip")
+def built(tiny_models):
+    """The folder the session's tiny models were built in."""
+    return tiny_models.root
 
 
 @pytest.fixture(scope="module")
-def siglip_spec(work):
-    return build_tiny_siglip(work / "siglip", CAPTIONS)
+def openclip_spec(tiny_models):
+    return tiny_models.openclip
 
 
-def test_openclip_local_dir_loads_and_encodes(openclip_spec, images, work):
+@pytest.fixture(scope="module")
+def siglip_spec(tiny_models):
+    return tiny_models.siglip
+
+
+def test_openclip_local_dir_loads_and_encodes(openclip_spec, images, built):
     import open_clip
     from PIL import Image
     from open_clip.tokenizer import SimpleTokenizer
 
-    assert openclip_spec == "openclip:local-dir:" + str(work / "openclip")
+    assert openclip_spec == "openclip:local-dir:" + str(built / "openclip")
     name = openclip_spec[len("openclip:"):]
     model, _, preprocess = open_clip.create_model_and_transforms(name)
     tokenizer = open_clip.get_tokenizer(name)
@@ -52,22 +61,22 @@ def test_openclip_local_dir_loads_and_encodes(openclip_spec, images, work):
     assert not torch.allclose(text[0], text[1])
 
 
-def test_openclip_build_is_deterministic(openclip_spec, work):
+def test_openclip_build_is_deterministic(openclip_spec, built, work):
     from safetensors.torch import load_file
 
     again = build_tiny_openclip(work / "openclip_again")
-    first = load_file(str(work / "openclip" / "open_clip_model.safetensors"))
+    first = load_file(str(built / "openclip" / "open_clip_model.safetensors"))
     second = load_file(str(work / "openclip_again" / "open_clip_model.safetensors"))
     assert again.endswith("openclip_again") and first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
-    assert os.path.getsize(work / "openclip" / "open_clip_model.safetensors") < 10 * 2 ** 20
+    assert os.path.getsize(built / "openclip" / "open_clip_model.safetensors") < 10 * 2 ** 20
 
 
-def test_siglip_folder_loads_through_auto_classes(siglip_spec, images, work):
+def test_siglip_folder_loads_through_auto_classes(siglip_spec, images, built):
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
 
-    assert siglip_spec == "hf:" + str(work / "siglip")
+    assert siglip_spec == "hf:" + str(built / "siglip")
     folder = siglip_spec[len("hf:"):]
     model = AutoModel.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -129,9 +138,9 @@ def test_write_records_gives_relative_paths_and_five_captions(images, work):
     assert len(CAPTIONS) >= 50 and len(set(CAPTIONS)) == len(CAPTIONS)
 
 
-def test_siglip_build_is_byte_for_byte_reproducible(siglip_spec, work):
+def test_siglip_build_is_byte_for_byte_reproducible(siglip_spec, built, work):
     build_tiny_siglip(work / "siglip_again", CAPTIONS)
-    names = sorted(os.listdir(work / "siglip"))
+    names = sorted(os.listdir(built / "siglip"))
     assert names == sorted(os.listdir(work / "siglip_again")) and "spiece.model" in names
     for name in names:
-        assert (work / "siglip" / name).read_bytes() == (work / "siglip_again" / name).read_bytes(), name
+        assert (built / "siglip" / name).read_bytes() == (work / "siglip_again" / name).read_bytes(), name

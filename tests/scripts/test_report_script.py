@@ -1,5 +1,6 @@
-"""Retrieval recalls, per-pair dumps, lgip_report.py's tables, plots, diff and
-correlation, and the quickstart, on the tiny offline models."""
+"""Run as a user runs them, on the tiny offline models: retrieval recalls in a metric
+file against a brute-force ranking, per-pair dumps, lgip_report.py's tables, plots and
+diff, and the quickstart."""
 import csv
 import gzip
 import importlib.util
@@ -10,14 +11,11 @@ import numpy as np
 import pytest
 
 import lgip_report
-from conftest import run_script
-from test_evaluation import PlainEncoder, read_jsonl, run_multi
-
-TOL = 1e-5
+from tests.helpers import TOL, PlainEncoder, read_jsonl, run_multi, run_script
 
 
-def test_retrieval_recalls_match_a_brute_force_ranking(tiny, tmp_path):
-    metrics, _ = run_multi(tiny, tiny.openclip, tmp_path)
+def test_retrieval_recalls_match_a_brute_force_ranking(tiny, default_multi_run):
+    metrics, _ = default_multi_run(tiny.openclip)
     encoder = PlainEncoder(tiny.openclip)
     records = read_jsonl(tiny.perturb)
     folder = os.path.dirname(tiny.perturb)
@@ -126,18 +124,6 @@ def test_diff_shows_deltas_between_two_runs(two_runs):
     assert siglip_rows and openclip_rows
     assert all("+0.0000" in line for line in openclip_rows)  # padding does not touch open_clip models
     assert any("+0.0000" not in line for line in siglip_rows)  # and it moves SigLIP
-
-
-def test_spearman_and_correlate():
-    assert lgip_report.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert lgip_report.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert lgip_report.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)  # 1 - 6*4/(5*24)
-    assert lgip_report.spearman([1, 2], [1, 2]) is None
-    rows = [{"i2t_r1": r, "t2i_r1": r, "invariance_error": e, "sensitivity_gap": g, "pos_rate": p}
-            for r, e, g, p in [(0.1, 0.3, 0.01, 0.5), (0.2, 0.2, 0.02, 0.6), (0.3, 0.1, 0.03, 0.7)]]
-    correlation = lgip_report.correlations(rows)
-    assert correlation[("R@1 image→text", "invariance error")] == (pytest.approx(-1.0), 3)
-    assert correlation[("R@1 text→image", "positive rate")] == (pytest.approx(1.0), 3)
 
 
 def test_report_errors_are_clear(tmp_path):

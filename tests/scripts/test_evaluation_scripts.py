@@ -1,6 +1,7 @@
-"""The evaluation engine and scripts on tiny offline models: metrics against a plain
-per-pair computation, exact padding trimming, SigLIP padding, the cache, bootstrap
-intervals, skipped images, precision, and the release's keys."""
+"""The evaluation scripts run as a user runs them, on tiny offline models: metrics
+against a plain per-pair computation, SigLIP padding, truncated and trivial texts, the
+cache across scripts and runs (resume, damage), seeded bootstrap intervals, skipped
+images, input errors, --limit, precision, the config block and the sanity check."""
 import json
 import os
 import shutil
@@ -8,109 +9,23 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
-import lgip_common
-from conftest import run_script
+from lgip.cli import run_cli
+from lgip.io import file_sha256
+from lgip.models.openclip import OpenClipModel
+from tests.helpers import (TOL, PlainEncoder, cache_files, plain_lgip, read_jsonl, run_multi, run_script,
+                           without_timings, write_jsonl)
 
-TOL = 1e-5
 RELEASE_MULTI_KEYS = ["model_tag", "num_samples", "num_invariance_pairs", "num_sensitivity_pairs",
                       "invariance_error_mean", "sensitivity_gap_mean", "sensitivity_pos_rate"]
-
-
-# --- a plain reference: one image, one text at a time, loops over pairs ------------
-
-class PlainEncoder:
-    """Encodes one image or one text per call, straight through the libraries, the way
-    a reader would check a number by hand. `group_padding` mimics the release's SigLIP
-    calls (padding to the longest text of the texts encoded together)."""
-
-    def __init__(self, spec):
-        self.kind, self.name = spec.split(":", 1)
-        if self.kind == "openclip":
-            import open_clip
-            self.model, _, self.preprocess = open_clip.create_model_and_transforms(self.name)
-            self.tokenizer = open_clip.get_tokenizer(self.name)
-        else:
-            from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
-            self.model = AutoModel.from_pretrained(self.name)
-            self.tokenizer = AutoTokenizer.from_pretrained(self.name)
-            self.processor = AutoImageProcessor.from_pretrained(self.name)
-        self.model.eval()
-
-    @staticmethod
-    def _unit(features):
-        features = features if torch.is_tensor(features) else features.pooler_output
-        return torch.nn.functional.normalize(features.float(), dim=-1)
-
-    @torch.no_grad()
-    def image(self, path):
-        from PIL import Image
-        image = Image.open(path).convert("RGB")
-        if self.kind == "openclip":
-            return self._unit(self.model.encode_image(self.preprocess(image)[None]))[0]
-        return self._unit(self.model.get_image_features(**self.processor(images=image, return_tensors="pt")))[0]
-
-    @torch.no_grad()
-    def texts(self, texts, longest=False):
-        if self.kind == "openclip":
-            return self._unit(self.model.encode_text(self.tokenizer(texts)))
-        if longest:
-            inputs = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-            return self._unit(self.model.get_text_features(**inputs))
-        rows = [self.tokenizer([t], padding="max_length", max_length=64, truncation=True, return_tensors="pt")
-                for t in texts]
-        return torch.cat([self._unit(self.model.get_text_features(**row)) for row in rows])
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
-
-
-def plain_lgip(spec, jsonl, longest=False):
-    """The release's metrics computed pair by pair."""
-    encoder = PlainEncoder(spec)
-    folder = os.path.dirname(jsonl)
-    invariance, gaps = [], []
-    for record in read_jsonl(jsonl):
-        image = encoder.image(os.path.join(folder, record["image_path"]))
-        captions = encoder.texts(record["orig_captions"], longest)
-        for index, caption in enumerate(captions):
-            base = float(image @ caption)
-            for key, sink in [("same_caps", invariance), ("diff_caps", gaps)]:
-                texts = record[key][str(index)]
-                if texts:
-                    for variant in encoder.texts(texts, longest):
-                        score = float(image @ variant)
-                        sink.append(abs(base - score) if key == "same_caps" else base - score)
-    return {"invariance_error_mean": np.mean(invariance), "sensitivity_gap_mean": np.mean(gaps),
-            "sensitivity_pos_rate": np.mean(np.array(gaps) > 0), "num_invariance_pairs": len(invariance),
-            "num_sensitivity_pairs": len(gaps)}
-
-
-def run_multi(tiny, spec, out, *extra, input_path=None):
-    result = run_script("run_lgip_multi.py", "--input", input_path or tiny.perturb, "--models", spec,
-                        "--output-dir", out, "--quiet", "--bootstrap", 200, *extra)
-    assert result.returncode == 0, result.stderr
-    stem = os.path.splitext(os.path.basename(input_path or tiny.perturb))[0]
-    tag = lgip_common.parse_spec(spec).tag
-    return json.load(open(out / f"{stem}__LGIP_{tag}.metrics.json")), result
-
-
-def without_timings(metrics):
-    metrics = json.loads(json.dumps(metrics))
-    for entry in metrics if isinstance(metrics, list) else [metrics]:
-        entry["config"].pop("timings_seconds")
-        entry["config"].pop("cache")
-    return metrics
 
 
 # --- metrics against the plain computation -----------------------------------------
 
 @pytest.mark.parametrize("model", ["openclip", "siglip"])
-def test_multi_metrics_equal_plain_per_pair_computation(tiny, tmp_path, model):
+def test_multi_metrics_equal_plain_per_pair_computation(tiny, default_multi_run, model):
     spec = getattr(tiny, model)
-    metrics, _ = run_multi(tiny, spec, tmp_path)
+    metrics, _ = default_multi_run(spec)
     plain = plain_lgip(spec, tiny.perturb)
     assert list(metrics)[:7] == RELEASE_MULTI_KEYS
     assert metrics["num_samples"] == 16
@@ -213,38 +128,6 @@ def test_strength_analysis_against_plain_computation(tiny, tmp_path):
     assert analysis["error_type_stats"]["para+object"]["overall"]["gap_mean"] == pytest.approx(np.mean(combined_gaps), abs=TOL)
 
 
-# --- encoding details ---------------------------------------------------------------
-
-def test_trimmed_text_encoding_equals_full_padding(tiny):
-    model = lgip_common.load_model(tiny.openclip)
-    assert model.trims_padding
-    texts = ["a dog", "A man riding a horse down a long and winding dusty road at sunset.", "two red cars"]
-    tokens = model.tokenize(texts)
-    full = model.encode_tokens(tokens.ids, tokens.lengths)
-    cut = int(tokens.lengths.max())
-    trimmed = model.encode_tokens(tokens.ids[:, :cut], tokens.lengths)
-    assert cut < tokens.ids.shape[1]
-    assert torch.allclose(full, trimmed, atol=TOL)
-    reference = PlainEncoder(tiny.openclip).texts(texts)
-    assert torch.allclose(full, reference, atol=TOL)
-
-
-def test_siglip_text_embedding_ignores_batch_mates_only_under_max_length(tiny):
-    text, mates = "a red car", ["a man riding a horse down the long street next to a building"]
-    for padding, should_match in [("max_length", True), ("longest", False)]:
-        model = lgip_common.load_model(tiny.siglip, siglip_padding=padding)
-        plan = lgip_common.PairPlan()
-        plan.add_record(1, "x.jpg", [text, mates[0]], [[], []])
-        plan.add_record(2, "y.jpg", [text], [[]])
-        plan.finish()
-        tokens = lgip_common.tokenize_all(model, plan.texts, progress=False)
-        caption_unit, _, unit_text, unit_width = lgip_common.text_units(plan, tokens, padding == "longest")
-        store = lgip_common.ShardStore(None, "texts", 10)
-        embeddings = lgip_common.encode_text_units(model, plan.texts, tokens, unit_text, unit_width, store, 8, False)
-        alone, with_mate = embeddings[caption_unit[2]], embeddings[caption_unit[0]]
-        assert np.allclose(alone, with_mate, atol=TOL) == should_match, padding
-
-
 def test_truncated_texts_and_trivial_paraphrases_are_counted(tiny, tmp_path):
     long_caption = " ".join(["a red dog and a blue cat"] * 20)
     record = {"image_path": os.path.relpath(tiny.images[0], tmp_path), "orig_captions": [long_caption, "a dog"],
@@ -258,10 +141,6 @@ def test_truncated_texts_and_trivial_paraphrases_are_counted(tiny, tmp_path):
 
 
 # --- cache -----------------------------------------------------------------------------
-
-def cache_files(cache, kind):
-    return sorted(p for p in cache.rglob(f"{kind}-*.npz"))
-
 
 def test_second_script_encodes_nothing_new(tiny, tmp_path):
     cache = tmp_path / "cache"
@@ -279,7 +158,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(tiny, tmp_path, monkeypatch
     uninterrupted, _ = run_multi(tiny, tiny.openclip, tmp_path / "clean", "--no-cache", "--text-batch-size", 16)
     cache = tmp_path / "cache"
     calls = {"n": 0}
-    original = lgip_common.OpenClipModel.encode_tokens
+    original = OpenClipModel.encode_tokens
 
     def stop_half_way(self, ids, lengths):
         calls["n"] += 1
@@ -287,12 +166,12 @@ def test_interrupted_run_resumes_to_the_same_numbers(tiny, tmp_path, monkeypatch
             raise KeyboardInterrupt  # what a kill does to the run: it stops mid-batch
         return original(self, ids, lengths)
 
-    monkeypatch.setattr(lgip_common.OpenClipModel, "encode_tokens", stop_half_way)
+    monkeypatch.setattr(OpenClipModel, "encode_tokens", stop_half_way)
     monkeypatch.setattr(sys, "argv", ["run_lgip_multi.py", "--input", str(tiny.perturb), "--models", tiny.openclip,
                                       "--output-dir", str(tmp_path / "killed"), "--cache-dir", str(cache), "--quiet",
                                       "--bootstrap", "200", "--text-batch-size", "16", "--cache-shard-rows", "32"])
     with pytest.raises(SystemExit) as stopped:
-        lgip_common.run_cli(run_lgip_multi.main)
+        run_cli(run_lgip_multi.main)
     assert stopped.value.code == 130
     kept = cache_files(cache, "texts")
     assert 1 <= len(kept) < 10
@@ -316,20 +195,6 @@ def test_damaged_cache_is_rebuilt_not_trusted(tiny, tmp_path):
 
 # --- bootstrap -----------------------------------------------------------------------
 
-def test_bootstrap_interval_contains_estimate_and_narrows_with_more_data():
-    rng = np.random.default_rng(1)
-    widths = []
-    for records in (50, 800):
-        values = rng.normal(0.3, 0.1, size=records * 6)
-        owners = np.repeat(np.arange(records), 6)
-        bootstrap = lgip_common.Bootstrap(records, 500, seed=0)
-        bootstrap.add("mean", values, owners)
-        low, high = bootstrap.intervals()["mean"]
-        assert low < values.mean() < high
-        widths.append(high - low)
-    assert widths[1] < widths[0] / 2
-
-
 def test_bootstrap_is_seeded_and_in_the_metric_file(tiny, tmp_path):
     first, _ = run_multi(tiny, tiny.openclip, tmp_path / "a", "--seed", "3")
     second, _ = run_multi(tiny, tiny.openclip, tmp_path / "b", "--seed", "3")
@@ -350,8 +215,7 @@ def test_missing_image_is_skipped_and_counted_or_an_error_with_strict(tiny, tmp_
     for record in records:
         if record["image_path"].startswith("images/img"):
             shutil.copy(os.path.join(os.path.dirname(tiny.perturb), record["image_path"]), tmp_path / "images")
-    path = tmp_path / "with_missing.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    path = write_jsonl(tmp_path / "with_missing.jsonl", records)
     metrics, result = run_multi(tiny, tiny.openclip, tmp_path, input_path=path)
     assert metrics["num_samples"] == 14 and metrics["num_skipped_images"] == 2
     assert {item["line"] for item in metrics["skipped_images"]} == {4, 6}
@@ -390,8 +254,9 @@ def test_limit_evaluates_the_first_records(tiny, tmp_path):
     assert metrics["num_samples"] == 4 and metrics["config"]["limit"] == 4
 
 
-def test_fp16_and_bf16_stay_close_to_fp32(tiny, tmp_path):
-    reference, _ = run_multi(tiny, tiny.openclip, tmp_path / "fp32", "--bootstrap", 0)
+def test_fp16_and_bf16_stay_close_to_fp32(tiny, default_multi_run, tmp_path):
+    reference, _ = default_multi_run(tiny.openclip)
+    assert reference["config"]["precision"] == "fp32"
     for precision, tolerance in [("fp16", 2e-3), ("bf16", 2e-2)]:
         metrics, _ = run_multi(tiny, tiny.openclip, tmp_path / precision, "--precision", precision, "--bootstrap", 0)
         assert metrics["config"]["precision"] == precision
@@ -399,21 +264,14 @@ def test_fp16_and_bf16_stay_close_to_fp32(tiny, tmp_path):
             assert metrics[key] == pytest.approx(reference[key], abs=tolerance), (precision, key)
 
 
-def test_config_block_records_how_the_file_was_made(tiny, tmp_path):
-    metrics, _ = run_multi(tiny, tiny.siglip, tmp_path)
+def test_config_block_records_how_the_file_was_made(tiny, default_multi_run):
+    metrics, _ = default_multi_run(tiny.siglip)
     config = metrics["config"]
     assert config["spec"] == tiny.siglip and config["backend"] == "hf"
     assert config["model_settings"]["padding"] == "max_length" and config["model_settings"]["max_length"] == 64
-    assert config["input_sha256"] == lgip_common.file_sha256(tiny.perturb)
+    assert config["input_sha256"] == file_sha256(tiny.perturb)
     assert config["versions"]["torch"] and config["versions"]["transformers"]
     assert set(config["timings_seconds"]) >= {"load_model", "images", "texts", "metrics"}
-
-
-def test_paper_model_tags_are_the_releases():
-    assert [lgip_common.parse_spec(spec).tag for spec in lgip_common.PAPER_MODELS][::4] == [
-        "openclip_ViT-B-16_openai", "openclip_EVA02-L-14_merged2b_s4b_b131k", "siglip2_google_siglip2-base-patch16-224"]
-    assert lgip_common.parse_spec("openclip:ViT-B-32@laion2b_s34b_b79k").tag == "openclip_ViT-B-32_laion2b_s34b_b79k"
-    assert lgip_common.parse_spec("hf:google/siglip-so400m-patch14-384").tag == "siglip_google_siglip-so400m-patch14-384"
 
 
 def test_sanity_check_prints_seeded_examples_side_by_side(tiny):

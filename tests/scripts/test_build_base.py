@@ -13,11 +13,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from conftest import run_script
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import run_script
 
 # Captions per image: ids 101..112, four images have fewer than five (4, 4, 3, 0).
 CAPTION_COUNTS = {101: 6, 102: 4, 103: 5, 104: 6, 105: 5, 106: 4, 107: 5, 108: 6, 109: 3, 110: 5, 111: 0, 112: 5}

@@ -1,20 +1,16 @@
-"""The three generators: the paper's rules on hand-worked captions, byte-for-byte
-agreement with the release, determinism, summaries and bad input; and that the
-data-preparation scripts never load torch."""
+"""The three generators run as a user runs them: byte-for-byte agreement with the
+release, determinism, summaries and bad input; and that the data-preparation scripts
+never load torch."""
 import hashlib
 import json
-import random
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import DATA, REPO, run_script
-from lgip.perturb.paper import (COLORS, enhanced_paraphrases, release_passive_paraphrases, release_synonym_paraphrases,
-                                template_paraphrases, typed_flips)
-
-GENERATORS = ["diff_gen_caption.py", "make_perturb_with_fliptypes.py", "rebuttal_enhanced_perturb_with_fliptypes.py"]
+from lgip.perturb.paper import COLORS
+from tests.helpers import DATA, GENERATORS, REPO, read_jsonl, run_script
 
 # sha256 of the files the release's own diff_gen_caption.py and make_perturb_with_fliptypes.py
 # wrote from tests/data/base_sample.jsonl (seed 42), run once beside this project.
@@ -24,76 +20,8 @@ RELEASE_SHA256 = {
 }
 
 
-class FirstChoice:
-    """A stand-in for random.Random whose choice is always the first candidate, so a
-    flip can be worked out by hand."""
-
-    def choice(self, seq):
-        return seq[0]
-
-
 def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-# --- rules on hand-worked captions -------------------------------------------------
-
-def test_colour_flip_replaces_only_the_leftmost_colour():
-    assert typed_flips("a red and blue car", FirstChoice()) == [
-        ("a blue and blue car", "color"),   # red -> first colour that is not red
-        ("a red and blue dog", "object"),   # car -> dog
-    ]
-
-
-def test_capitalised_plural_and_embedded_words_are_not_flipped():
-    # case-sensitive whole words: Dog, dogs, someone (contains "one"), redwood, bluebird stay
-    for caption in ["Dog on a couch.", "two dogs", "someone in a redwood forest", "a bluebird"]:
-        flips = dict((t, text) for text, t in typed_flips(caption, FirstChoice()))
-        assert "object" not in flips and "color" not in flips
-    assert typed_flips("two dogs", FirstChoice()) == [("one dogs", "number")]
-
-
-def test_caption_without_list_words_has_no_flip_and_draws_nothing():
-    rng = random.Random(3)
-    state = rng.getstate()
-    assert typed_flips("A man riding a wave on a surfboard.", rng) == []
-    assert rng.getstate() == state
-
-
-def test_paraphrases_fill_the_caption_as_stored_then_strip():
-    caption = " A man riding a horse.\n"
-    texts = [text for text, _ in template_paraphrases(caption)]
-    assert texts[0] == "a photo of  A man riding a horse."        # inner double space kept, as the release
-    assert "A man riding a horse.\n in the scene" in texts          # inner newline kept
-    assert "A man riding a horse." in texts                         # the {} template; generators drop it
-    assert len(texts) == 9
-
-
-def test_short_results_are_dropped():
-    texts = [text for text, _ in template_paraphrases("dog")]
-    assert "dog" not in texts and "a photo of dog" in texts
-    assert typed_flips("cat", FirstChoice()) == []  # "dog" has 3 characters
-
-
-def test_release_passive_and_synonyms():
-    assert release_passive_paraphrases("A cat sits on a mat.") == ["A a mat sits on cat."]
-    assert release_passive_paraphrases("A train is going down the tracks.") == ["The tracks is going train down them."]
-    synonyms = release_synonym_paraphrases("A small dog")
-    assert synonyms[:3] == ["A little dog", "A tiny dog", "A miniature dog"]
-    assert "A tiny hound" in synonyms and len(synonyms) == 3 + 3 + 9
-
-
-def test_enhanced_paraphrases_are_labelled_and_in_first_seen_order():
-    items = enhanced_paraphrases("A cat sits on a mat.")
-    kinds = [kind for _, kind in items]
-    assert kinds == sorted(kinds, key=["template", "prefix", "passive", "synonym"].index)
-    assert ("A a mat sits on cat.", "passive") in items
-    assert ("A feline sits on a mat.", "synonym") in items
-    assert all(text.lower() != "a cat sits on a mat." for text, _ in items)
 
 
 # --- whole files ------------------------------------------------------------------
@@ -228,21 +156,21 @@ def test_existing_output_survives_a_failed_run(tmp_path):
 
 
 # --- no torch where none is needed ----------------------------------------------------
-# lgip_report.py is left out while it imports lgip_common, which is being split.
-DATA_SCRIPTS = GENERATORS + ["make_compositional_perturb.py", "build_base_jsonl.py"]
+DATA_SCRIPTS = GENERATORS + ["make_compositional_perturb.py", "build_base_jsonl.py", "lgip_report.py"]
 
 
-@pytest.mark.parametrize("script", DATA_SCRIPTS)
-def test_data_preparation_scripts_do_not_import_torch(script):
-    # The script's module level (all its imports) as a user's run executes it, without main().
-    program = (f"import sys, runpy; runpy.run_path({str(REPO / script)!r}, run_name='imported'); "
-               f"assert 'torch' not in sys.modules, 'torch was imported'")
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=str(REPO))
-    assert result.returncode == 0, result.stderr
-
-
-def test_perturb_package_imports_neither_torch_nor_numpy():
-    program = ("import sys, lgip.perturb; "
-               "assert not {'torch', 'numpy'} & set(sys.modules), sorted({'torch', 'numpy'} & set(sys.modules))")
+def test_data_preparation_scripts_do_not_import_torch():
+    # One fresh interpreter: first lgip.perturb alone (neither torch nor numpy), then each
+    # script's module level (all its imports) as a user's run executes it, without main().
+    scripts = [str(REPO / script) for script in DATA_SCRIPTS]
+    program = (
+        "import sys, runpy\n"
+        "import lgip.perturb\n"
+        "loaded = sorted({'torch', 'numpy'} & set(sys.modules))\n"
+        "assert not loaded, f'lgip.perturb imported {loaded}'\n"
+        f"for script in {scripts!r}:\n"
+        "    runpy.run_path(script, run_name='imported')\n"
+        "    assert 'torch' not in sys.modules, f'{script} imported torch'\n"
+    )
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=str(REPO))
     assert result.returncode == 0, result.stderr
