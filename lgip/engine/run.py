@@ -16,7 +16,7 @@ from lgip.engine.dump import PairDump
 from lgip.engine.plan import Caption, PairPlan, VariantGroups, build_plan
 from lgip.engine.scores import Scores, run_facts, score_plan
 from lgip.engine.settings import EvalSettings
-from lgip.engine.warm import StaleRecord, load_and_record, model_for_run
+from lgip.engine.warm import StaleRecord, load_for_record, model_for_run, write_record
 from lgip.io import InputError, file_sha256, where
 from lgip.models import ModelSpec, parse_spec
 from lgip.models.device import resolve_device
@@ -72,12 +72,12 @@ def evaluate_model(settings: EvalSettings, spec: ModelSpec, plan: PairPlan, devi
     """One model's metric dict: load (or stand in for) the model, encode through the
     cache, score, measure."""
     timings = {"read_input": read_seconds}
-    model, timings["load_model"] = model_for_run(settings, spec, device)
+    model, weights, timings["load_model"] = model_for_run(settings, spec, device)
     try:
         scores = score_plan(model, plan, settings, timings)
-    except StaleRecord as stale:  # the weights changed under an unchanged size and time: start over
+    except StaleRecord:  # the weights changed under an unchanged size and time: start over
         started = time.perf_counter()
-        model = load_and_record(settings, spec, device)
+        model, weights = load_for_record(settings, spec, device)
         timings["load_model"] += time.perf_counter() - started
         scores = score_plan(model, plan, settings, timings)
     if scores.failures:
@@ -101,4 +101,6 @@ def evaluate_model(settings: EvalSettings, spec: ModelSpec, plan: PairPlan, devi
         dump.write(scores, spec.tag)
         timings["dump_pairs"] = time.perf_counter() - started
     metrics["config"] = run_config(settings, model, input_path, input_sha256, timings, script)
+    if weights is not None:
+        write_record(settings, model, weights)
     return metrics

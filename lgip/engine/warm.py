@@ -63,26 +63,20 @@ def write_record(settings: EvalSettings, model: "VisionLanguageModel", weights) 
                                 "settings": model.settings()}})
 
 
-def load_and_record(settings: EvalSettings, spec: ModelSpec, device: str) -> "VisionLanguageModel":
-    """Load the model; with a cache, record it in the index when its weights' state was
-    the same before and after loading (so the record names what was loaded)."""
+def load_for_record(settings: EvalSettings, spec: ModelSpec, device: str):
+    """(the model loaded, its weights' (sources, state) to record, or None): with a
+    cache, and where the weights' state was the same before and after loading, so that
+    the record names what was loaded. The caller writes the record once the model's run
+    has succeeded (a failed run leaves no files)."""
     before = _weights_now(spec) if settings.cache_dir else None
     model = load_model(spec, device, settings.precision, **load_options(settings))
-    if settings.cache_dir:
-        after = _weights_now(spec)
-        if after is not None and (before is None or before == after):
-            write_record(settings, model, after)
-    return model
+    after = _weights_now(spec) if settings.cache_dir else None
+    return model, (after if after is not None and (before is None or before == after) else None)
 
 
 class StaleRecord(Exception):
     """The model a CachedModel loaded does not have the recorded settings (its weights
-    changed without their size or modification time changing): the run starts over
-    with `model`."""
-
-    def __init__(self, model):
-        super().__init__("the recorded model settings do not match the loaded model")
-        self.model = model
+    changed without their size or modification time changing): the run starts over."""
 
 
 class CachedModel:
@@ -102,7 +96,7 @@ class CachedModel:
         if self._model is None:
             model = self._load()
             if json.loads(json.dumps(model.settings(), default=str)) != self._settings:
-                raise StaleRecord(model)
+                raise StaleRecord(f"{self.spec.spec}: the loaded model's settings differ from the cache's record")
             self._model = model
         return self._model
 
@@ -127,8 +121,10 @@ def cached_model(settings: EvalSettings, spec: ModelSpec, device: str) -> Option
 
 
 def model_for_run(settings: EvalSettings, spec: ModelSpec, device: str):
-    """(model or CachedModel stand-in, seconds it took): the stand-in where the cache
-    knows the model and its weights are unchanged, else the model loaded (and recorded)."""
+    """(model, weights to record or None, seconds it took): a CachedModel where the
+    cache knows the model and its weights are unchanged, else the model loaded."""
     started = time.perf_counter()
-    model = cached_model(settings, spec, device) or load_and_record(settings, spec, device)
-    return model, time.perf_counter() - started
+    model, weights = cached_model(settings, spec, device), None
+    if model is None:
+        model, weights = load_for_record(settings, spec, device)
+    return model, weights, time.perf_counter() - started
