@@ -11,6 +11,7 @@ run that finds everything in the cache loads no model and imports no torch.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
@@ -68,6 +69,7 @@ class TokenTable:
         self.flat = np.zeros(0, np.int32)
         self.offsets = np.full(len(facts.length), -1, dtype=np.int64)
         self.pad_id = 0
+        self.seconds = 0.0  # spent tokenising
 
     @property
     def lengths(self):
@@ -80,6 +82,7 @@ class TokenTable:
     def tokenise(self, model: "VisionLanguageModel", texts: List[str], which, progress: bool = True) -> None:
         """Tokenise `texts[which]` (those not tokenised yet), in chunks, keeping their
         ids and facts."""
+        started = time.perf_counter()
         which = np.asarray(which, dtype=np.int64)
         which = which[self.offsets[which] < 0]
         self.pad_id = model.pad_id
@@ -96,6 +99,7 @@ class TokenTable:
             self.offsets[rows] = start_offset + np.concatenate([[0], np.cumsum(lengths)[:-1]])
             start_offset += int(lengths.sum())
         self.flat = np.concatenate(pieces)
+        self.seconds += time.perf_counter() - started
 
     def rows(self, texts, width: int, pad_id: Optional[int] = None) -> np.ndarray:
         """int64 [len(texts), width]: each (tokenised) text's ids, then `pad_id` (the

@@ -104,6 +104,7 @@ def score_plan(model: "VisionLanguageModel", plan: PairPlan, settings: EvalSetti
                                                                       units_of)
     caption_unit, pair_unit, _, _ = text_units(plan, tokens, longest)
     timings["texts"] = time.perf_counter() - started
+    timings["tokenise"] = tokens.seconds  # part of "texts"
 
     started = time.perf_counter()
     image_ok = np.ones(len(plan.images), dtype=bool)
