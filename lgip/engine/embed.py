@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     from lgip.models.base import VisionLanguageModel
 
 # Texts per prefix-shared call. Memory follows it (the chunk's token matrix and trie, its
-# end states); the sharing lost at a chunk's edge is one path of a sorted chunk.
-PREFIX_CHUNK_ROWS = 16384
+# end states); the sharing lost at a chunk's edge is one path of a sorted chunk. 2,048 to
+# 16,384 cost the same within noise on bench_eval's model; chunks are what ranks share
+# under torchrun, so not larger.
+PREFIX_CHUNK_ROWS = 8192
 # Texts are sorted by this many leading tokens before they are cut into chunks: enough
 # for texts that share a prefix to land in one chunk (each chunk's trie sorts fully).
 PREFIX_SORT_TOKENS = 32
