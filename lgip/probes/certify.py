@@ -33,19 +33,23 @@ allowance for a really edited image embedding away from the text proxy z(phi). W
 "certified" is "is the argmax" (ties included). Only the argmax can be certified.
 
 Roots, exactly. rotate and slerp keep the unit norm, so with the winner w fixed each margin
-is m(t) = dA cos t + dB sin t + dC - kappa = R cos(t - delta) + c0 (dA = A_w - A_c, ...,
-kappa = eps |u_w - u_c|, R = hypot(dA, dB), delta = atan2(dB, dA), c0 = dC - kappa). It is
-zero where cos(t - delta) = -c0/R, i.e. t = delta +- gamma (mod 2 pi), gamma = arccos(-c0/R);
-t only runs over [0, theta] (or [0, omega]), at most pi long, so each sign gives at most one
-root: delta + gamma, where m'(t) = -R sin gamma <= 0 (c catches up with w: a falling root),
-and delta - gamma (a rising root). For lerp the norm does not change the argmax but does
-change the budget term: m >= 0 <=> L(phi) = l_w - l_c = p + q phi >= kappa n(phi) <=> L >= 0
-and Q(phi) = L^2 - kappa^2 n^2 >= 0, Q a quadratic with coefficients
-    a2 = q^2 - 2 g kappa^2,  a1 = 2 p q + 2 g kappa^2,  a0 = p^2 - kappa^2.
-The roots of m are the roots of Q with L >= 0 (at the others L = -kappa n < 0), and at such a
-root Q' = 2 kappa n m', so the root where Q' = -sqrt(disc) is the falling one. With
-kappa = 0 the single root of L, -p/q, falls when q < 0. Every margin thus has at most two
-roots in [0, 1], one falling and one rising.
+is m(t) = dA cos t + dB sin t + c0 (dA = A_w - A_c, dB = B_w - B_c, c0 = C_w - C_c - kappa,
+kappa = eps |u_w - u_c|). t runs over [0, theta] (or [0, omega]), at most pi long, so
+x = tan(t/2) runs monotonically over [0, tan(theta/2)], and with cos t = (1 - x^2)/(1 + x^2),
+sin t = 2x/(1 + x^2):
+    m(t) (1 + x^2) = P(x) = (c0 - dA) x^2 + 2 dB x + (c0 + dA),
+a quadratic: at most two roots, found without inverse trigonometry per class, and only the
+earliest per row is turned back into phi = 2 atan(x)/theta. For lerp the norm does not change
+the argmax but does change the budget term: m >= 0 <=> L(phi) = l_w - l_c = p + q phi >=
+kappa n(phi) <=> L >= 0 and Q(phi) = L^2 - kappa^2 n^2 >= 0, Q a quadratic in x = phi with
+    a2 = q^2 - 2 g kappa^2,  a1 = 2 p q + 2 g kappa^2,  a0 = p^2 - kappa^2
+(without a budget, L itself). A root of Q is a root of m only where L >= 0; a budget is only
+applied inside an argmax interval of w, where L >= 0 throughout, so there every root of Q is
+one of m and m < 0 exactly where Q < 0. For every quadratic, the roots come from the
+cancellation-free pair h/a, c/h (h = -(b + sign(b) sqrt(disc))/2); the one where the
+quadratic's slope is -sqrt(disc) is the falling root (the class catches up with w: for lerp
+Q' = 2 kappa n m' there), the other the rising root. Every margin thus has at most one falling
+and one rising root in [0, 1].
 
 Sweep. [0, 1] is split without sampling: starting at phi = 0 with w the argmax just after
 the current point, the next boundary is the earliest falling root of m_c (kappa = 0) over
@@ -57,6 +61,12 @@ not, the earliest point where every margin that is negative has risen again is t
 of their rising roots, where the state is checked again. Every step is array code over
 all (image, class) pairs at once; the only Python loops run over edits, chunks of images and
 the handful of events along [0, 1].
+
+Leaving classes out, exactly. Each class's score along the whole path is bounded in closed
+form (for lerp by slerp's bounds: normalised chord points lie on the same arc). A class
+whose upper bound, plus eps times its distance to the leader, stays below the largest lower
+bound of any class can neither lead nor threaten a budget margin anywhere; such classes are
+dropped before the sweeps, which then run on each row's contenders only.
 
 Degenerate cases give constant scores (one interval): theta or omega below DEGENERATE_SIN
 (a' = a, or z = a' for slerp; z = -a' makes slerp's path undefined and it is also kept
@@ -198,10 +208,10 @@ class _TrigCurves:
         x = x[:, None]
         return (_take(self.G, rows) * (x * x) + _take(self.H, rows) * x + _take(self.K, rows)) / (1.0 + x * x)
 
-    def score_bounds(self, rows=None, x0=None, x1=None):
-        """Lower and upper bounds [len(rows), C] of each score over [x0, x1] per row (default
-        all rows, the whole path). s = K + (G - K) f1(x) + H f2(x) with f1 = x^2/(1 + x^2)
-        increasing and f2 = x/(1 + x^2) rising to 1/2 at x = 1 and falling after."""
+    def score_bounds(self, x0=None, x1=None):
+        """Lower and upper bounds [M, C] of each score over [x0, x1] per row (default the
+        whole path). s = K + (G - K) f1(x) + H f2(x) with f1 = x^2/(1 + x^2) increasing and
+        f2 = x/(1 + x^2) rising to 1/2 at x = 1 and falling after."""
         if x0 is None:
             x0, x1 = np.zeros_like(self.x_end), self.x_end
         x0, x1 = x0[:, None], x1[:, None]
@@ -209,21 +219,23 @@ class _TrigCurves:
         f2_at0, f2_at1 = x0 / (1 + x0 * x0), x1 / (1 + x1 * x1)
         f2_low = np.minimum(f2_at0, f2_at1)
         f2_high = np.where((x0 <= 1) & (x1 >= 1), 0.5, np.maximum(f2_at0, f2_at1))
-        K = _take(self.K, rows)
-        spread = _take(self.G, rows) - K
-        H = _take(self.H, rows)
-        quad_a, quad_b, lin_a, lin_b = spread * f1_low, spread * f1_high, H * f2_low, H * f2_high
-        lower = K + np.minimum(quad_a, quad_b) + np.minimum(lin_a, lin_b)
-        upper = K + np.maximum(quad_a, quad_b) + np.maximum(lin_a, lin_b)
+        spread = self.G - self.K
+        quad_a, quad_b, lin_a, lin_b = spread * f1_low, spread * f1_high, self.H * f2_low, self.H * f2_high
+        lower = np.minimum(quad_a, quad_b)
+        lower += np.minimum(lin_a, lin_b)
+        lower += self.K
+        upper = np.maximum(quad_a, quad_b, out=quad_a)
+        upper += np.maximum(lin_a, lin_b, out=lin_a)
+        upper += self.K
         return lower, upper
 
-    def for_pieces(self, rows, columns):
-        """Curves with one row per piece (that of row rows[p]), for the classes columns[p]
-        (all where columns is None)."""
-        arrays = [v[rows] for v in (self.G, self.H, self.K)]
+    def for_pieces(self, rows, columns=None):
+        """Curves with one row per piece, that of row rows[p] (all rows where None), for
+        the classes columns[p] (all where None)."""
+        arrays = [_take(v, rows) for v in (self.G, self.H, self.K)]
         if columns is not None:
             arrays = [np.take_along_axis(v, columns, axis=1) for v in arrays]
-        return _TrigCurves(*arrays, self.omega[rows])
+        return _TrigCurves(*arrays, _take(self.omega, rows))
 
     def margin_quadratic(self, rows, winner, kappa=None):
         """Coefficients (a, b, c), each [len(rows), C] (rows None for all), of the quadratic
@@ -258,25 +270,25 @@ class _LerpCurves:
         norm = np.sqrt(np.maximum(1 - 2 * g * x + 2 * g * x * x, NORM_FLOOR))[:, None]
         return (_take(self.S, rows) + x[:, None] * _take(self.V, rows)) / norm
 
-    def score_bounds(self, rows=None, x0=None, x1=None):
+    def score_bounds(self, x0=None, x1=None):
         """As _TrigCurves.score_bounds, from slerp's curves over the same stretch of arc:
         phi on the chord is angle atan2(phi sin w, 1 - phi + phi cos w) along the arc."""
         if x0 is None:
             return self.arc.score_bounds()
-        omega = _take(self.arc.omega, rows)
-        sin, cos = np.sin(omega), np.cos(omega)
+        sin, cos = np.sin(self.arc.omega), np.cos(self.arc.omega)
 
         def on_arc(phi):
             return np.tan(np.arctan2(phi * sin, 1 - phi + phi * cos) / 2)
 
-        return self.arc.score_bounds(rows, on_arc(x0), on_arc(x1))
+        return self.arc.score_bounds(on_arc(x0), on_arc(x1))
 
-    def for_pieces(self, rows, columns):
+    def for_pieces(self, rows, columns=None):
         """As _TrigCurves.for_pieces."""
-        arrays = [v[rows] for v in (self.S, self.V)]
+        arrays = [_take(v, rows) for v in (self.S, self.V)]
         if columns is not None:
             arrays = [np.take_along_axis(v, columns, axis=1) for v in arrays]
-        return _LerpCurves(*arrays, self.g[rows])
+        arc = None if self.arc is None else self.arc.for_pieces(rows, columns)
+        return _LerpCurves(*arrays, _take(self.g, rows), arc)
 
     def margin_quadratic(self, rows, winner, kappa=None):
         """As _TrigCurves.margin_quadratic: L = p + q phi itself without a budget, else
@@ -407,20 +419,24 @@ def _certified_intervals(curves, argmax_pieces, budgets, class_distance, slice_p
     found = {eps: [] for eps in budgets}
     for lo in range(0, len(argmax_pieces[0]), slice_pieces):
         rows, start, end, winner = (column[lo:lo + slice_pieces] for column in argmax_pieces)
-        lower, upper = curves.score_bounds(rows, start, end)
+        piece_curves = curves.for_pieces(rows)
+        lower, upper = piece_curves.score_bounds(start, end)
         floor = lower[np.arange(len(rows)), winner][:, None]
         distance = class_distance[winner]
         for eps in budgets:
-            for members, columns in _contenders(upper + eps * distance, floor, winner):
-                slack = eps * (distance[members] if columns is None else np.take_along_axis(distance[members], columns, 1))
-                own = np.arange(len(members))
-                winner_column = winner[members] if columns is None else np.argmax(columns == winner[members, None], axis=1)
-                at, begin, stop, column = _certify_slice(curves.for_pieces(rows[members], columns),
-                                                         (own, start[members], end[members], winner_column),
-                                                         slack, n_classes)
+            slack = eps * distance
+            for members, columns in _contenders(upper + slack, floor, winner):
+                if members.size < len(rows) or columns is not None:
+                    group_curves = piece_curves.for_pieces(members, columns)
+                    group_slack = slack[members] if columns is None else np.take_along_axis(slack[members], columns, 1)
+                    group_winner = winner[members] if columns is None else np.argmax(columns == winner[members, None], 1)
+                else:
+                    group_curves, group_slack, group_winner = piece_curves, slack, winner
+                at, begin, stop, column = _certify_slice(group_curves, (start[members], end[members], group_winner),
+                                                         group_slack, n_classes)
                 if columns is not None:
                     column = np.where(column >= 0, columns[at, np.maximum(column, 0)], column).astype(np.int32)
-                found[eps].append((rows[members][at], begin, stop, column))
+                found[eps].append((rows[members[at]], begin, stop, column))
     return {eps: _concatenate_pieces(parts) for eps, parts in found.items()}
 
 
@@ -433,8 +449,11 @@ def _contenders(reach, floor, pad):
     grouped by their number of contenders so padding stays small; where most classes
     contend, columns is None (all classes)."""
     keep = reach + BOUND_GUARD >= floor
-    counts = keep.sum(axis=1)
+    counts = np.count_nonzero(keep, axis=1)
     n_classes = keep.shape[1]
+    if counts.min() > n_classes * RESTRICT_BELOW:
+        yield np.arange(len(counts)), None
+        return
     # Three groups (a few classes, some, most) keep both the padding and the number of
     # separate array passes small.
     width = np.select([counts <= n_classes * FEW_CLASSES, counts <= n_classes * RESTRICT_BELOW],
@@ -456,7 +475,7 @@ def _certify_slice(curves, argmax_pieces, kappa, n_classes):
     """The budget sweep over intervals whose rows in `curves` are the intervals themselves
     (row p is interval p); the winner is fixed on each, so its margins' quadratics and
     their roots are found once and only the state moves from round to round."""
-    _, start, end, winner = argmax_pieces
+    start, end, winner = argmax_pieces
     a, b, c = curves.margin_quadratic(None, winner, kappa)
     falling, rising = _crossings(a, b, c)
     pieces = _Pieces()
@@ -502,7 +521,9 @@ def _solve_edit(curves, predicted, budgets, class_distance, chunk):
     lower, upper = curves.score_bounds()
     found = []
     for members, columns in _contenders(upper, lower.max(axis=1, keepdims=True), predicted):
-        rows, start, end, column = _argmax_intervals(curves.for_pieces(members, columns), len(members), n_classes)
+        everyone = members.size == n_rows and columns is None
+        rows, start, end, column = _argmax_intervals(curves if everyone else curves.for_pieces(members, columns),
+                                                     len(members), n_classes)
         found.append((members[rows], start, end, column if columns is None else columns[rows, column]))
     argmax_pieces = _concatenate_pieces(found)
     positive = [eps for eps in budgets if eps > 0]
