@@ -62,11 +62,12 @@ of their rising roots, where the state is checked again. Every step is array cod
 all (image, class) pairs at once; the only Python loops run over edits, chunks of images and
 the handful of events along [0, 1].
 
-Leaving classes out, exactly. Each class's score along the whole path is bounded in closed
-form (for lerp by slerp's bounds: normalised chord points lie on the same arc). A class
-whose upper bound, plus eps times its distance to the leader, stays below the largest lower
-bound of any class can neither lead nor threaten a budget margin anywhere; such classes are
-dropped before the sweeps, which then run on each row's contenders only.
+Leaving classes out, exactly. Each class's score over a stretch of path is bounded in closed
+form (for lerp by slerp's bounds: normalised chord points lie on the same arc). Before the
+argmax sweep, a class whose upper bound over the whole path stays below the largest lower
+bound of any class can never lead; before a budget sweep over an argmax interval of w, a
+class whose upper bound there plus eps |u_w - u_c| stays below w's lower bound there can
+never break a budget margin. Such classes are dropped; the sweeps run on the rest only.
 
 Degenerate cases give constant scores (one interval): theta or omega below DEGENERATE_SIN
 (a' = a, or z = a' for slerp; z = -a' makes slerp's path undefined and it is also kept
