@@ -410,35 +410,34 @@ def _argmax_intervals(curves, n_rows, n_classes):
     raise RuntimeError("certification sweep did not finish (non-finite embeddings?)")
 
 
-def _certified_intervals(curves, argmax_pieces, budgets, class_distance, slice_pieces):
-    """For each budget eps > 0: split each argmax interval (row, start, end, w; in x) into
-    stretches where w wins by eps |u_w - u_c| over every class c (class w) and where it
-    does not (UNCERTIFIED). Works slice_pieces intervals at a time (arrays that fit in
-    cache); within a slice, intervals are grouped by how many classes can come within the
-    budget of w there (_contenders), and each group is solved on those classes only."""
+def _certified_intervals(curves, stretches, eps, class_distance, slice_pieces):
+    """Split each stretch (row, start, end, w; in x) of an argmax interval of w into parts
+    where w wins by eps |u_w - u_c| over every class c (class w) and where it does not
+    (UNCERTIFIED). Works slice_pieces stretches at a time (arrays that fit in cache);
+    within a slice, stretches are grouped by how many classes can come within the budget
+    of w there (_contenders), and each group is solved on those classes only."""
     n_classes = class_distance.shape[0]
-    found = {eps: [] for eps in budgets}
-    for lo in range(0, len(argmax_pieces[0]), slice_pieces):
-        rows, start, end, winner = (column[lo:lo + slice_pieces] for column in argmax_pieces)
+    found = []
+    for lo in range(0, len(stretches[0]), slice_pieces):
+        rows, start, end, winner = (column[lo:lo + slice_pieces] for column in stretches)
         piece_curves = curves.for_pieces(rows)
         lower, upper = piece_curves.score_bounds(start, end)
         floor = lower[np.arange(len(rows)), winner][:, None]
-        distance = class_distance[winner]
-        for eps in budgets:
-            slack = eps * distance
-            for members, columns in _contenders(upper + slack, floor, winner):
-                if members.size < len(rows) or columns is not None:
-                    group_curves = piece_curves.for_pieces(members, columns)
-                    group_slack = slack[members] if columns is None else np.take_along_axis(slack[members], columns, 1)
-                    group_winner = winner[members] if columns is None else np.argmax(columns == winner[members, None], 1)
-                else:
-                    group_curves, group_slack, group_winner = piece_curves, slack, winner
-                at, begin, stop, column = _certify_slice(group_curves, (start[members], end[members], group_winner),
-                                                         group_slack, n_classes)
-                if columns is not None:
-                    column = np.where(column >= 0, columns[at, np.maximum(column, 0)], column).astype(np.int32)
-                found[eps].append((rows[members[at]], begin, stop, column))
-    return {eps: _concatenate_pieces(parts) for eps, parts in found.items()}
+        slack = eps * class_distance[winner]
+        for members, columns in _contenders(upper + slack, floor, winner):
+            if columns is None:
+                group = piece_curves if members.size == len(rows) else piece_curves.for_pieces(members)
+                group_slack, group_winner = slack[members], winner[members]
+            else:
+                group = piece_curves.for_pieces(members, columns)
+                group_slack = np.take_along_axis(slack[members], columns, 1)
+                group_winner = np.argmax(columns == winner[members, None], 1)
+            at, begin, stop, column = _certify_slice(group, (start[members], end[members], group_winner),
+                                                     group_slack, n_classes)
+            if columns is not None:
+                column = np.where(column >= 0, columns[at, np.maximum(column, 0)], column).astype(np.int32)
+            found.append((rows[members[at]], begin, stop, column))
+    return _concatenate_pieces(found)
 
 
 def _contenders(reach, floor, pad):
@@ -527,9 +526,17 @@ def _solve_edit(curves, predicted, budgets, class_distance, chunk):
                                                      len(members), n_classes)
         found.append((members[rows], start, end, column if columns is None else columns[rows, column]))
     argmax_pieces = _concatenate_pieces(found)
-    positive = [eps for eps in budgets if eps > 0]
-    out = _certified_intervals(curves, argmax_pieces, positive, class_distance, 4 * chunk) if positive else {}
-    out[0.0] = argmax_pieces
+    out = {0.0: argmax_pieces}
+    # Budgets nest: where w is certified under eps it is under every smaller budget, so
+    # each budget, in increasing order, only refines the stretches the previous one
+    # certified; what one leaves uncertified stays so under the larger ones.
+    pending, settled = argmax_pieces, []
+    for eps in sorted(eps for eps in budgets if eps > 0):
+        refined = _certified_intervals(curves, pending, eps, class_distance, 4 * chunk)
+        certified = refined[3] != UNCERTIFIED
+        settled.append(tuple(column[~certified] for column in refined))
+        pending = tuple(column[certified] for column in refined)
+        out[eps] = _concatenate_pieces(settled + [pending])
     return {eps: _merged_in_phi(curves, pieces) for eps, pieces in out.items()}
 
 
