@@ -18,17 +18,20 @@ __all__ = ["PAPER_MODELS", "default_workers", "evaluate", "evaluation_arguments"
            "run_cli", "write_metric_file"]
 
 
-def evaluation_arguments(description: str, constants: Dict[str, Any]) -> argparse.ArgumentParser:
+def evaluation_arguments(description: str, constants: Dict[str, Any], input_help: str = "perturbed JSONL",
+                         pairs: bool = True) -> argparse.ArgumentParser:
     """The flags every evaluation script takes, each defaulting to the script's UPPERCASE
     constant of the same meaning (`constants` is the script's `globals()`: JSONL_PATH,
-    MODELS, DEVICE, PRECISION, BATCH_SIZE, TEXT_BATCH_SIZE, WORKERS, BOOTSTRAP, SEED)."""
+    MODELS, DEVICE, PRECISION, BATCH_SIZE, TEXT_BATCH_SIZE, WORKERS, BOOTSTRAP, SEED).
+    `input_help` says what --input is; without `pairs`, no --dump-pairs (a probe that
+    scores no caption pairs)."""
     defaults = {"input": constants["JSONL_PATH"], "models": constants["MODELS"], "device": constants["DEVICE"],
                 "precision": constants["PRECISION"], "batch_size": constants["BATCH_SIZE"],
                 "text_batch_size": constants["TEXT_BATCH_SIZE"], "workers": constants["WORKERS"],
                 "bootstrap": constants["BOOTSTRAP"], "seed": constants["SEED"],
                 "cache_shard_rows": constants.get("CACHE_SHARD_ROWS", 4096)}
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", default=defaults["input"], help=f"perturbed JSONL (default: {defaults['input']})")
+    parser.add_argument("--input", default=defaults["input"], help=f"{input_help} (default: {defaults['input']})")
     parser.add_argument("--models", nargs="+", default=defaults["models"], metavar="SPEC",
                         help=f"{SPEC_HELP}. Default: the paper's nine models")
     parser.add_argument("--output-dir", default=None, help="where metric JSONs go (default: beside the input)")
@@ -52,9 +55,10 @@ def evaluation_arguments(description: str, constants: Dict[str, Any]) -> argpars
                         help="bootstrap resamples of images for 95%% intervals; 0 turns them off (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults["seed"], help="bootstrap seed (default: %(default)s)")
     parser.add_argument("--strict", action="store_true", help="a missing or undecodable image is an error, not a skip")
-    parser.add_argument("--dump-pairs", default=None, metavar="PATH",
-                        help="also write one row per scored pair (image, caption, variant, scores, gap) for every "
-                             "model: CSV, gzip-compressed when PATH ends in .gz, Parquet when it ends in .parquet")
+    if pairs:
+        parser.add_argument("--dump-pairs", default=None, metavar="PATH",
+                            help="also write one row per scored pair (image, caption, variant, scores, gap) for every "
+                                 "model: CSV, gzip-compressed when PATH ends in .gz, Parquet when it ends in .parquet")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

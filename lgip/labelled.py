@@ -35,12 +35,15 @@ class Source(NamedTuple):
 
 class Labelled(NamedTuple):
     """Images with their class: paths to open, label indices into `classnames`, the class
-    names (the competitors of zero-shot classification), and where each image came from."""
+    names (the competitors of zero-shot classification), where each image came from, and
+    how many records were skipped because their label is null (an image with no class,
+    as build_base_jsonl.py --labels writes for a COCO image without instances)."""
 
     image_paths: List[str]
     labels: List[int]
     classnames: List[str]
     sources: List[Source]
+    num_unlabelled: int = 0
 
 
 def read_labelled(path: str, classnames_file: Optional[str] = None, min_classes: int = 1) -> Labelled:
@@ -97,14 +100,17 @@ def _text_lines(path: str) -> Iterable:
 
 
 def _read_labelled_jsonl(path: str, named: Optional[List[str]], classnames_file: Optional[str]) -> Labelled:
-    records = []
+    records, unlabelled = [], 0
     for line_no, record in iter_jsonl(path):
         image_path = record.get("image_path")
         if not isinstance(image_path, str) or not image_path:
             raise InputError(f"{where(path, line_no)}: record has no 'image_path' (a non-empty string)")
-        label = record.get("label")
-        if label is None:
+        if "label" not in record:
             raise InputError(f"{where(path, line_no)}: record has no 'label' (the image's class name)")
+        label = record["label"]
+        if label is None:
+            unlabelled += 1
+            continue
         if not isinstance(label, str) or not label.strip():
             raise InputError(f"{where(path, line_no)}: 'label' must be a class name, got {label!r}")
         records.append((line_no, image_path, label))
@@ -116,7 +122,7 @@ def _read_labelled_jsonl(path: str, named: Optional[List[str]], classnames_file:
             raise InputError(f"{where(path, line_no)}: label {label!r} is not in the class names ({classnames_file})")
         labels.append(index[label])
     return Labelled([resolve_image_path(image_path, path) for _, image_path, _ in records], labels, classnames,
-                    [Source(path, line_no, image_path) for line_no, image_path, _ in records])
+                    [Source(path, line_no, image_path) for line_no, image_path, _ in records], unlabelled)
 
 
 def _read_image_folder(path: str, named: Optional[List[str]], classnames_file: Optional[str]) -> Labelled:

@@ -35,7 +35,7 @@ def test_jsonl_resolves_paths_and_indexes_labels(tmp_path):
     assert images.labels == [1, 0, 1]
     assert images.image_paths == [str(tmp_path / "images" / "a.png"), absolute, str(tmp_path / "images" / "a.png")]
     assert images.sources[0] == Source(jsonl, 1, "images/a.png") and str(images.sources[1]) == f"{jsonl}:2"
-    paths, labels, classnames, sources = images   # the four parts, as a tuple
+    paths, labels, classnames, sources, num_unlabelled = images   # the five parts, as a tuple
     assert len(sources) == 3
 
 
@@ -51,7 +51,6 @@ def test_classnames_file_sets_order_and_extra_competitors(tmp_path):
 
 @pytest.mark.parametrize("record, message", [
     ({"image_path": "a.png"}, "set.jsonl:2: record has no 'label'"),
-    ({"image_path": "a.png", "label": None}, "set.jsonl:2: record has no 'label'"),
     ({"image_path": "a.png", "label": 3}, "set.jsonl:2: 'label' must be a class name, got 3"),
     ({"image_path": "a.png", "label": " "}, "set.jsonl:2: 'label' must be a class name"),
     ({"label": "tench"}, "set.jsonl:2: record has no 'image_path'"),
@@ -60,6 +59,16 @@ def test_jsonl_record_errors_name_file_and_line(tmp_path, record, message):
     jsonl = write_jsonl(tmp_path / "set.jsonl", [{"image_path": "b.png", "label": "tench"}, record])
     with pytest.raises(InputError, match=message):
         read_labelled(jsonl)
+
+
+def test_a_null_label_is_an_unlabelled_image_skipped_and_counted(tmp_path):
+    # build_base_jsonl.py --labels writes "label": null for a COCO image without instances.
+    jsonl = write_jsonl(tmp_path / "set.jsonl", [{"image_path": "a.png", "label": "tench"},
+                                                 {"image_path": "b.png", "label": None},
+                                                 {"image_path": "c.png", "label": "church"}])
+    images = read_labelled(jsonl)
+    assert [source.image_path for source in images.sources] == ["a.png", "c.png"]
+    assert images.num_unlabelled == 1 and images.classnames == ["church", "tench"]
 
 
 def test_unknown_label_names_record_and_classnames_file(tmp_path):
