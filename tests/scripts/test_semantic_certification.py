@@ -3,7 +3,6 @@ the tiny open_clip and SigLIP models through their spec strings, the embedding c
 the interval dump, and the one-line errors for bad input."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
