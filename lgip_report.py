@@ -127,12 +127,33 @@ def enhanced_row(entry, row):
                     overall, lambda flip_type: f"error_type_stats.{flip_type}.pos_rate")
 
 
+def certification_row(entry, row):
+    """run_semantic_certification.py's numbers: zero-shot accuracy, and at budget 0 the
+    mean certified extent and certified-accuracy curve overall and per edit family; the
+    overall mean certified extent at every budget."""
+    row["kind"] = "certification"
+    row["zero_shot"], row["zero_shot_ci"] = entry.get("zero_shot_accuracy"), _interval(entry, "zero_shot_accuracy")
+    by_budget = entry.get("by_budget") or {}
+    strict = by_budget.get("0") or {}
+    row["mean_extent"] = strict.get("mean_certified_extent")
+    row["mean_extent_ci"] = _interval(entry, "by_budget.0.mean_certified_extent")
+    row["fully_certified"] = strict.get("share_fully_certified")
+    row["family_extent"] = {family: numbers.get("mean_certified_extent")
+                            for family, numbers in (strict.get("families") or {}).items()}
+    row["family_curves"] = {family: numbers.get("certified_accuracy") or {}
+                            for family, numbers in (strict.get("families") or {}).items()}
+    row["budget_extent"] = {budget: numbers.get("mean_certified_extent") for budget, numbers in by_budget.items()}
+    row["transform"] = entry.get("transform")
+    return row
+
+
 # How each evaluation script's metric file becomes a row, by the script its config names.
 READERS = {
     "run_lgip_multi.py": multi_row,
     "run_lgip_by_fliptype.py": fliptype_row,
     "rebuttal_enhanced_lgip_by_transformation.py": enhanced_row,
     "run_compositional.py": compositional_row,
+    "run_semantic_certification.py": certification_row,
 }
 
 
@@ -255,10 +276,27 @@ def markdown(header, body):
     return "\n".join(lines)
 
 
+def certification_table(rows):
+    """(header, body) of the certification rows: zero-shot accuracy, mean certified extent
+    at budget 0 overall and per family, the share certified on all of [0, 1], and the
+    overall mean certified extent at each other budget."""
+    families = list(dict.fromkeys(family for row in rows for family in row["family_extent"]))
+    budgets = [b for b in dict.fromkeys(b for row in rows for b in row["budget_extent"]) if b != "0"]
+    header = (["model", "input", "transform", "zero-shot acc. [95% CI]", "mean cert. extent ↑ [95% CI]",
+               "certified on [0, 1]"] + [f"extent {family}" for family in families]
+              + [f"extent at eps {budget}" for budget in budgets] + ["images"])
+    body = [[row["model_tag"], row["input"], row.get("transform") or "–", fmt_ci(row["zero_shot"], row["zero_shot_ci"], 3),
+             fmt_ci(row["mean_extent"], row["mean_extent_ci"], 3), fmt(row["fully_certified"], 3)]
+            + [fmt(row["family_extent"].get(family), 3) for family in families]
+            + [fmt(row["budget_extent"].get(budget), 3) for budget in budgets] + [str(row.get("num_images") or "–")]
+            for row in rows]
+    return header, body
+
+
 def write_csv(path, rows):
     """The tables with raw numbers (full precision, intervals as two columns): the LGIP
     columns when there are LGIP rows, the compositional ones when there are those."""
-    lgip_rows = [row for row in rows if row.get("kind") != "compositional"]
+    lgip_rows = [row for row in rows if row.get("kind") is None]
     composition = [key for key, _label, _higher in compositional_columns(
         [row for row in rows if row.get("kind") == "compositional"])]
     with_intervals = [key for key, _label, _higher in METRICS] if lgip_rows else []
@@ -401,6 +439,38 @@ def plot_types(rows, path):
 # Diff and correlation
 # ---------------------------------------------------------------------------
 
+def plot_certified(rows, path):
+    """Certified accuracy (budget 0) against extent, one curve per edit family, one panel
+    per (model, input). Returns {label: {family: [(extent, accuracy)]}} as plotted."""
+    plt = _pyplot()
+    if not rows:
+        raise InputError("--plot-certified: no run_semantic_certification.py metric file among the inputs")
+    columns = min(3, len(rows))
+    figure, grid = plt.subplots((len(rows) + columns - 1) // columns, columns, squeeze=False,
+                                figsize=(4.2 * columns, 3.4 * ((len(rows) + columns - 1) // columns)))
+    plotted = {}
+    for axes, row in zip(grid.ravel(), rows):
+        label = f"{row['model_tag']} ({row['input']})"
+        plotted[label] = {}
+        for family, curve in row["family_curves"].items():
+            points = sorted((float(level), value) for level, value in curve.items() if value is not None)
+            axes.plot([0.0] + [x for x, _ in points], [row["zero_shot"]] + [y for _, y in points], marker="o",
+                      markersize=3, label=family)
+            plotted[label][family] = points
+        axes.set_title(label, fontsize=8)
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1)
+        axes.set_xlabel("extent phi")
+        axes.set_ylabel("certified accuracy")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=6)
+    for axes in grid.ravel()[len(rows):]:
+        axes.set_visible(False)
+    figure.suptitle("Certified accuracy against extent (budget 0; at 0: zero-shot accuracy)", fontsize=9)
+    _save_png(figure, path)
+    return plotted
+
+
 def diff_rows(rows_a, rows_b):
     """Pairs of rows matched by model tag (and script), in A's order."""
     by_key = {(row["model_tag"], row["script"]): row for row in rows_b}
@@ -475,6 +545,9 @@ def parse_args():
     parser.add_argument("--csv", metavar="PATH", help="also write the table as CSV (full precision)")
     parser.add_argument("--plot-frontier", metavar="PATH.png", help="invariance error vs sensitivity gap, one point per model")
     parser.add_argument("--plot-types", metavar="PATH.png", help="positive rate per flip type per model, bars")
+    parser.add_argument("--plot-certified", metavar="PATH.png",
+                        help="certified accuracy against extent, one curve per edit family, per model "
+                             "(run_semantic_certification.py's files)")
     parser.add_argument("--diff", nargs=2, metavar=("A", "B"),
                         help="two metric files or folders side by side, matched by model tag, with deltas")
     parser.add_argument("--correlate", action="store_true",
@@ -502,14 +575,19 @@ def main():
         if not args.inputs and not args.html:
             return
     rows = load_rows(args.inputs) if args.inputs else []
-    lgip_rows = [row for row in rows if row.get("kind") != "compositional"]
+    lgip_rows = [row for row in rows if row.get("kind") is None]
     compositional_rows = [row for row in rows if row.get("kind") == "compositional"]
+    certification_rows = [row for row in rows if row.get("kind") == "certification"]
     if lgip_rows:
         print(markdown(*table(lgip_rows)))
     if compositional_rows:
         print(("\n" if lgip_rows else "") + "Compositional probes (run_compositional.py; blind: the image replaced by "
               "the mean image embedding):\n")
         print(markdown(*compositional_table(compositional_rows)))
+    if certification_rows:
+        print(("\n" if lgip_rows or compositional_rows else "") + "Semantic certification "
+              "(run_semantic_certification.py; extents at budget 0 unless named):\n")
+        print(markdown(*certification_table(certification_rows)))
     if args.csv:
         write_csv(args.csv, rows)
         print(f"\nwrote {args.csv}")
@@ -519,17 +597,24 @@ def main():
     if args.plot_types:
         plot_types(lgip_rows, args.plot_types)
         print(f"wrote {args.plot_types}")
+    if args.plot_certified:
+        plot_certified(certification_rows, args.plot_certified)
+        print(f"wrote {args.plot_certified}")
     if args.correlate:
         print("\nSpearman rank correlation across models (retrieval vs LGIP):")
         for (retrieval_label, label), (rho, count) in correlations(lgip_rows).items():
             shown = "– (needs 3+ models with both)" if rho is None else f"{rho:+.3f}"
             print(f"  {retrieval_label:>15} vs {label:<17} rho = {shown}  (n={count})")
     if args.html:
-        from lgip.report.html import ReportTools, write_html_report
+        from lgip.report.html import ProbeTools, ReportTools, write_html_report
 
+        probes = [ProbeTools("certification", "Semantic certification",
+                             "How far an image embedding moves along a text-defined edit before its zero-shot "
+                             "prediction changes (run_semantic_certification.py; budget 0).",
+                             certification_table, plot_certified)]
         tools = ReportTools(table=table, compositional_table=compositional_table,
                             plots=[("Invariance–sensitivity frontier", plot_frontier),
-                                   ("Positive rate per flip type", plot_types)])
+                                   ("Positive rate per flip type", plot_types)], probes=probes)
         size = write_html_report(args.html, rows, tools, args.pairs, args.examples)
         print(f"wrote {args.html} ({size / 1e6:.1f} MB)")
 

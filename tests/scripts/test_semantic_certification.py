@@ -67,6 +67,12 @@ def test_certification_end_to_end_and_a_rerun_encodes_nothing(tiny_models, label
         assert (len(row["intervals"]) > 1) == bool(row["nearest_past_boundary"])
         assert row["edit"] in EDITS[row["family"]] and row["image_path"].startswith(row["label"] + "/")
 
+    report = run_script("lgip_report.py", metric_file, "--plot-certified", root / "certified.png")
+    assert report.returncode == 0, report.stderr
+    [row] = [line for line in report.stdout.splitlines() if line.startswith(f"| {metrics['model_tag']} |")]
+    assert f"| {metrics['zero_shot_accuracy']:.3f} [" in row and "| folder | rotate |" in row
+    assert (root / "certified.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     shards = cache_files(root / ".lgip_cache", "images") + cache_files(root / ".lgip_cache", "texts")
     again, _ = certify_run(root, spec, "--dump-intervals", dump, "--budgets", "0", "0.05")
     assert again.returncode == 0, again.stderr
