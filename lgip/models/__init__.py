@@ -13,12 +13,13 @@ from __future__ import annotations
 import importlib
 
 from lgip.io import InputError
-from lgip.models.spec import PAPER_MODELS, PRECISIONS, SPEC_HELP, ModelSpec, parse_spec
+from lgip.models.spec import PAPER_MODELS, PRECISIONS, RANDOM_WEIGHTS, SPEC_HELP, ModelSpec, parse_spec, parse_specs
 
 # backend name (the spec's prefix) -> "module:class"
 BACKENDS = {"openclip": "lgip.models.openclip:OpenClipModel", "hf": "lgip.models.hf:HFModel"}
 
-__all__ = ["BACKENDS", "PAPER_MODELS", "PRECISIONS", "SPEC_HELP", "ModelSpec", "load_model", "parse_spec"]
+__all__ = ["BACKENDS", "PAPER_MODELS", "PRECISIONS", "RANDOM_WEIGHTS", "SPEC_HELP", "ModelSpec", "load_model", "parse_spec",
+           "parse_specs"]
 
 
 def load_model(spec, device: str = "cpu", precision: str = "fp32", **options):
