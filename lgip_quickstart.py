@@ -18,11 +18,14 @@ import glob
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 import time
 from typing import List
 
+from lgip.cli import nonnegative_int, positive_int, run_cli
+from lgip.io import check_output_path
 from lgip.tiny import CAPTIONS, build_tiny_openclip, build_tiny_siglip, draw_images
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -49,7 +52,7 @@ def write_coco_captions(path: str, image_paths: List[str], captions_per_image: i
 
 def run_stage(number: int, total: int, title: str, script: str, *args: str) -> None:
     """Run one pipeline script as a user would, showing the command and its output."""
-    print(f"\n[{number}/{total}] {title}\n$ python {script} {' '.join(args)}", flush=True)
+    print(f"\n[{number}/{total}] {title}\n$ {shlex.join(['python', script, *args])}", flush=True)
     result = subprocess.run([sys.executable, os.path.join(_DIR, script), *args], cwd=_DIR)
     if result.returncode != 0:
         sys.exit(f"quickstart stopped: {script} exited with code {result.returncode}")
@@ -60,13 +63,14 @@ def parse_args():
     parser.add_argument("--output-dir", default=OUTPUT_DIR, help="where everything goes (default: %(default)s)")
     parser.add_argument("--models", nargs="+", metavar="SPEC", default=None,
                         help="evaluate these model specs instead of two tiny random models built here")
-    parser.add_argument("--n-images", type=int, default=N_IMAGES, help="images to draw (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=SEED, help="seed of the drawn images and captions (default: %(default)s)")
+    parser.add_argument("--n-images", type=positive_int, default=N_IMAGES, help="images to draw (default: %(default)s)")
+    parser.add_argument("--seed", type=nonnegative_int, default=SEED, help="seed of the drawn images and captions (default: %(default)s)")
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    check_output_path(args.output_dir, [], "--output-dir", folder=True)  # before a minute of work
     started = time.perf_counter()
     out = os.path.abspath(args.output_dir)
     images_dir, captions_json = os.path.join(out, "train2017"), os.path.join(out, "annotations", "captions_train2017.json")
@@ -124,8 +128,9 @@ def main():
           "  python build_base_jsonl.py --download\n"
           "  python diff_gen_caption.py && python make_perturb_with_fliptypes.py\n"
           "  python run_lgip_multi.py && python run_lgip_by_fliptype.py\n"
-          "  python lgip_report.py *.metrics.json --plot-frontier frontier.png --plot-types flip_types.png --correlate")
+          "  python lgip_report.py *.metrics.json *_analysis.json --plot-frontier frontier.png --plot-types flip_types.png "
+          "--correlate")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
