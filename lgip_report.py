@@ -317,8 +317,9 @@ def write_csv(path, rows):
     """The tables with raw numbers (full precision, intervals as two columns): the LGIP
     columns when there are LGIP rows, the compositional ones when there are those."""
     lgip_rows = [row for row in rows if row.get("kind") is None]
-    composition = [key for key, _label, _higher in compositional_columns(
-        [row for row in rows if row.get("kind") == "compositional"])]
+    compositional_rows = [row for row in rows if row.get("kind") == "compositional"]
+    composition = ([key for key, _label, _higher in compositional_columns(compositional_rows)]
+                   if compositional_rows else [])
     with_intervals = [key for key, _label, _higher in METRICS] if lgip_rows else []
     with_intervals += composition + [f"blind_{key}" for key in composition]
     columns = ["model_tag", "input", "script", "spec", "num_images"]
