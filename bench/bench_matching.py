@@ -45,6 +45,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from lgip.cli import nonnegative_int, positive_int  # noqa: E402  (after the path is set)
+
 PAIRS = 32
 STEPS = 30
 LR = 1.0
@@ -192,19 +194,19 @@ def memory(spec_args: list, args) -> list:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="open_clip spec (default: the quickstart's tiny CLIP, built here)")
-    parser.add_argument("--image-size", type=int, default=None, help="the tiny CLIP with this image size instead")
-    parser.add_argument("--patch-size", type=int, default=None, help="the tiny CLIP with this patch size instead")
+    parser.add_argument("--image-size", type=positive_int, default=None, help="the tiny CLIP with this image size instead")
+    parser.add_argument("--patch-size", type=positive_int, default=None, help="the tiny CLIP with this patch size instead")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=THREADS, help="torch intra-op threads")
-    parser.add_argument("--pairs", type=int, default=PAIRS)
-    parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--repeats", type=int, default=REPEATS)
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--pair-batch-size", type=int, nargs="+", default=PAIR_BATCH_SIZES,
+    parser.add_argument("--threads", type=positive_int, default=THREADS, help="torch intra-op threads")
+    parser.add_argument("--pairs", type=positive_int, default=PAIRS)
+    parser.add_argument("--steps", type=positive_int, default=STEPS)
+    parser.add_argument("--repeats", type=positive_int, default=REPEATS)
+    parser.add_argument("--seed", type=nonnegative_int, default=SEED)
+    parser.add_argument("--pair-batch-size", type=positive_int, nargs="+", default=PAIR_BATCH_SIZES,
                         help="pool sizes for the memory measurement")
-    parser.add_argument("--memory-pairs", type=int, default=MEMORY_PAIRS)
-    parser.add_argument("--memory-steps", type=int, default=MEMORY_STEPS)
-    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-pairs", type=positive_int, default=MEMORY_PAIRS)
+    parser.add_argument("--memory-steps", type=positive_int, default=MEMORY_STEPS)
+    parser.add_argument("--memory-child", type=positive_int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

@@ -55,9 +55,11 @@ class PipeSafeStream:
 
 @contextlib.contextmanager
 def pipe_safe_output():
-    """stdout and stderr as PipeSafeStreams for the block; flushed and restored after."""
+    """stdout and stderr as PipeSafeStreams for the block; flushed and restored after.
+    A stream Python has not got (None: its descriptor was closed, `>&-`) stays None,
+    which print() already ignores."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = PipeSafeStream(saved[0]), PipeSafeStream(saved[1])
+    sys.stdout, sys.stderr = (None if stream is None else PipeSafeStream(stream) for stream in saved)
     try:
         yield
     finally:

@@ -58,7 +58,7 @@ NUMBER_FLAGS = {
 # Flags that are neither outputs nor numbers (inputs, choices, switches, model specs).
 OTHER_FLAGS = {"--help", "--input", "--models", "--model", "--device", "--precision", "--siglip-padding", "--no-cache",
                "--strict", "--quiet", "--overwrite", "--rules", "--tagger", "--captions", "--absolute-paths",
-               "--download", "--check-images", "--diff", "--correlate", "--compare-padding"}
+               "--download", "--check-images", "--labels", "--diff", "--correlate", "--compare-padding"}
 # A successful lgip_quickstart.py run takes a minute (it builds two models and runs every
 # stage): its accepted numbers are checked by parsing, its outputs' refusals by running,
 # and a full run has its own test (test_report's quickstart test).

@@ -114,11 +114,16 @@ def test_a_model_file_or_an_image_is_never_an_output(tiny, tmp_path, monkeypatch
 
 # --- 6. a closed pipe never costs a file ---------------------------------------------------
 
-def run_with_closed_stdout(command, unbuffered):
-    """Run `command` with stdout a pipe whose reader is already gone, as after `| head`."""
+def run_with_closed_stdout(command, how):
+    """Run `command` with stdout a pipe whose reader is already gone, as after `| head`
+    (`how`: "unbuffered" breaks at the first print, "buffered" at the last flush), or
+    with no stdout at all ("closed", as `>&-`)."""
+    if how == "closed":
+        return subprocess.run(["sh", "-c", '"$@" >&-', "sh", sys.executable, *map(str, command)],
+                              stderr=subprocess.PIPE, text=True, cwd=str(REPO))
     read_end, write_end = os.pipe()
     os.close(read_end)
-    env = dict(os.environ, PYTHONUNBUFFERED="1" if unbuffered else "")
+    env = dict(os.environ, PYTHONUNBUFFERED="1" if how == "unbuffered" else "")
     try:
         return subprocess.run([sys.executable, *map(str, command)], stdout=write_end, stderr=subprocess.PIPE,
                               text=True, cwd=str(REPO), env=env)
@@ -126,22 +131,23 @@ def run_with_closed_stdout(command, unbuffered):
         os.close(write_end)
 
 
-@pytest.mark.parametrize("unbuffered", [True, False], ids=["breaks at the first print", "breaks at the last flush"])
-def test_a_report_piped_into_a_closed_reader_still_writes_its_plots(tmp_path, unbuffered):
+@pytest.mark.parametrize("how", ["unbuffered", "buffered", "closed"])
+def test_a_report_piped_into_a_closed_reader_still_writes_its_plots(tmp_path, how):
     metrics = tmp_path / "m.metrics.json"
     metrics.write_text(json.dumps([{"model_tag": f"model_{number}", "num_samples": 9, "invariance_error_mean": 0.1,
                                     "sensitivity_gap_mean": 0.01 * number, "sensitivity_pos_rate": 0.5,
                                     "config": {"script": "run_lgip_multi.py", "input": "p.jsonl"}}
                                    for number in range(40)]))  # a long table
     result = run_with_closed_stdout([REPO / "lgip_report.py", metrics, "--plot-frontier", tmp_path / "p.png",
-                                     "--csv", tmp_path / "t.csv"], unbuffered)
+                                     "--csv", tmp_path / "t.csv"], how)
     assert result.returncode == 0 and result.stderr == ""
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "t.csv").exists()
 
 
 def test_an_evaluation_piped_into_a_closed_reader_still_writes_its_metric_file(tiny, tmp_path):
     result = run_with_closed_stdout([REPO / "run_lgip_by_fliptype.py", "--input", tiny.fliptypes, "--models",
-                                     tiny.openclip, "--output-dir", tmp_path, "--quiet", "--bootstrap", 0], True)
+                                     tiny.openclip, "--output-dir", tmp_path, "--quiet", "--bootstrap", 0],
+                                    "unbuffered")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert (tmp_path / "base_fliptypes__LGIP_fliptypes.metrics.json").exists()
 
