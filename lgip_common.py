@@ -127,6 +127,8 @@ def check_run_outputs(args, per_model: Optional[str] = None, combined: Optional[
     that is an input (the JSONL, a model's files), two outputs on one file, and a
     per-model file another spec wrote (unless --overwrite)."""
     specs = parse_specs(args.models)
+    if not os.path.isfile(args.input):  # said first: the default output places hang on it
+        raise InputError(f"{args.input}: no such file")
     inputs = [args.input] + [path for spec in specs for path in spec.local_files()]
     beside_input = os.path.dirname(os.path.abspath(args.input))
     if args.output_dir:
