@@ -1,6 +1,7 @@
 """Files and errors, for every script: the error a user sees (FILE:LINE: what is wrong),
-atomic writes, JSONL streaming, image paths. Standard library only, so the
-data-preparation scripts load no numerical library through it.
+atomic writes that keep what is at an output path (links, devices, modes), the checks
+every output passes before any work, JSONL streaming, image paths. Standard library
+only, so the data-preparation scripts load no numerical library through it.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def where(path: str, line_no: int | None = None) -> str:
 
 # Names that stand for an open descriptor of this process: writing them means writing
 # that descriptor (sharing its offset), never replacing what it points at.
-_DESCRIPTOR_NAME = re.compile(r"/dev/(?P<std>stdout|stderr)|/dev/fd/(?P<fd>\d+)|/proc/(?P<pid>self|\d+)/fd/(?P<pfd>\d+)")
+_DESCRIPTOR_NAME = re.compile(r"/dev/(?P<std>stdout|stderr)|/dev/fd/(?P<fd>\d+)"
+                              r"|/proc/(?P<pid>self|\d+)/fd/(?P<pfd>\d+)")
 _STD_DESCRIPTORS = {"stdout": 1, "stderr": 2}
 # Errors of a write that a user fixes by freeing space or choosing other storage.
 _FULL_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
