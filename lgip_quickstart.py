@@ -26,6 +26,7 @@ from typing import List
 
 from lgip.cli import nonnegative_int, positive_int, run_cli
 from lgip.io import check_output_path
+from lgip.models.spec import parse_specs
 from lgip.tiny import CAPTIONS, build_tiny_openclip, build_tiny_siglip, draw_images
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -71,6 +72,8 @@ def parse_args():
 def main():
     args = parse_args()
     check_output_path(args.output_dir, [], "--output-dir", folder=True)  # before a minute of work
+    if args.models:
+        parse_specs(args.models)
     started = time.perf_counter()
     out = os.path.abspath(args.output_dir)
     images_dir, captions_json = os.path.join(out, "train2017"), os.path.join(out, "annotations", "captions_train2017.json")
@@ -128,8 +131,7 @@ def main():
           "  python build_base_jsonl.py --download\n"
           "  python diff_gen_caption.py && python make_perturb_with_fliptypes.py\n"
           "  python run_lgip_multi.py && python run_lgip_by_fliptype.py\n"
-          "  python lgip_report.py *.metrics.json *_analysis.json --plot-frontier frontier.png --plot-types flip_types.png "
-          "--correlate")
+          "  python lgip_report.py *.metrics.json --plot-frontier frontier.png --plot-types flip_types.png --correlate")
 
 
 if __name__ == "__main__":
