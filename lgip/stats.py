@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-# Fewer images than this behind a metric give no interval: resampling one or two images
-# gives [x, x] or noise, which reads as certainty.
+# The evaluation scripts give no interval to a metric over fewer images than this:
+# resampling one or two images gives [x, x] or noise, which reads as certainty.
 MIN_RECORDS_FOR_INTERVAL = 5
 
 def mean_or_none(values) -> Optional[float]:
@@ -26,10 +26,11 @@ class Bootstrap:
     """95% percentile intervals for pooled means, resampling images (records) with
     replacement. Register each metric's per-pair values and records; `intervals()`
     computes all of them from the same resamples, as matrix products. A metric over
-    fewer than MIN_RECORDS_FOR_INTERVAL images gets None."""
+    fewer than `min_records` images gets None (the scripts ask for
+    MIN_RECORDS_FOR_INTERVAL)."""
 
-    def __init__(self, num_records: int, resamples: int, seed: int):
-        self.num_records, self.resamples, self.seed = num_records, resamples, seed
+    def __init__(self, num_records: int, resamples: int, seed: int, min_records: int = 1):
+        self.num_records, self.resamples, self.seed, self.min_records = num_records, resamples, seed, min_records
         self.names: List[str] = []
         self._sums: List[Any] = []
         self._counts: List[Any] = []
@@ -61,6 +62,6 @@ class Bootstrap:
         result = {}
         for column, name in enumerate(self.names):
             finite = stats[:, column][np.isfinite(stats[:, column])]
-            enough = len(finite) and self._records[column] >= MIN_RECORDS_FOR_INTERVAL
+            enough = len(finite) and self._records[column] >= self.min_records
             result[name] = [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))] if enough else None
         return result

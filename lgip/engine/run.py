@@ -18,7 +18,7 @@ from lgip.engine.settings import EvalSettings
 from lgip.io import InputError, file_sha256, refuse_inputs, where
 from lgip.models import ModelSpec, load_model, parse_specs
 from lgip.models.base import VisionLanguageModel, resolve_device
-from lgip.stats import Bootstrap
+from lgip.stats import MIN_RECORDS_FOR_INTERVAL, Bootstrap
 
 # compute_metrics(scores, bootstrap) -> the script's metric dict
 MetricFunction = Callable[[Scores, Bootstrap], Dict[str, Any]]
@@ -105,7 +105,7 @@ def evaluate_model(settings: EvalSettings, spec: ModelSpec, plan: PairPlan, devi
     if not scores.record_valid.any():
         raise InputError(f"{input_path}: no record has a readable image and a caption")
     started = time.perf_counter()
-    bootstrap = Bootstrap(scores.num_samples(), settings.bootstrap, settings.seed)
+    bootstrap = Bootstrap(scores.num_samples(), settings.bootstrap, settings.seed, MIN_RECORDS_FOR_INTERVAL)
     metrics = {"model_tag": spec.tag, **compute_metrics(scores, bootstrap)}
     metrics["ci95"] = bootstrap.intervals()
     metrics.update(run_facts(scores, plan.pairs_of("same")))

@@ -26,9 +26,9 @@ def load_model(spec, device: str = "cpu", precision: str = "fp32", **options):
     """A spec string (or ModelSpec) in, a ready model out. `options` go to the backend
     (`siglip_padding` for transformers models). InputError for a malformed spec, an
     unknown precision or a model that cannot be loaded."""
-    parsed = parse_spec(spec) if isinstance(spec, str) else spec
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
     module_name, class_name = BACKENDS[parsed.backend].split(":")
     backend = getattr(importlib.import_module(module_name), class_name)
     return backend(parsed, device, precision, **options)

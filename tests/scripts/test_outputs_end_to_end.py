@@ -201,11 +201,14 @@ def test_random_weights_must_be_asked_for(tiny, tmp_path, monkeypatch, capsys):
 def test_limited_runs_say_so_in_their_file_names(tiny, tmp_path, monkeypatch, capsys):
     assert run_here("run_lgip_multi.py", multi_args(tiny, tmp_path), monkeypatch, capsys)[0] == 0
     full = digest([tmp_path])
-    assert run_here("run_lgip_multi.py", multi_args(tiny, tmp_path, "--limit", 3), monkeypatch, capsys)[0] == 0
+    code, _out, err = run_here("run_lgip_multi.py", multi_args(tiny, tmp_path, "--limit", 3, "--bootstrap", 50),
+                               monkeypatch, capsys)
+    assert code == 0, err
     assert digest([tmp_path]).items() >= full.items()  # the full run's files are untouched
     tag = json.loads((tmp_path / f"{STEM}__LGIP_ALL.metrics.json").read_text())[0]["model_tag"]
     limited = json.loads((tmp_path / f"{STEM}__limit3__LGIP_{tag}.metrics.json").read_text())
     assert limited["num_samples"] == 3 and limited["config"]["limit"] == 3
+    assert limited["ci95"] and all(interval is None for interval in limited["ci95"].values())  # 3 images: too few
     assert (tmp_path / f"{STEM}__limit3__LGIP_ALL.metrics.json").exists()
     code, _out, err = run_here("run_lgip_by_fliptype.py", ["--input", tiny.fliptypes, "--models", tiny.openclip,
                                                            "--output-dir", tmp_path, "--workers", 0, "--bootstrap", 0,

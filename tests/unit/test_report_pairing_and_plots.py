@@ -179,7 +179,7 @@ def test_the_compositional_table_shows_counts_and_no_interval_from_one_swap(tmp_
 
 def test_the_bootstrap_gives_no_interval_from_fewer_than_a_handful_of_images():
     values = np.arange(10, dtype=float)
-    bootstrap = Bootstrap(num_records=10, resamples=200, seed=0)
+    bootstrap = Bootstrap(num_records=10, resamples=200, seed=0, min_records=MIN_RECORDS_FOR_INTERVAL)
     bootstrap.add("many", values, np.arange(10))
     bootstrap.add("few", values[:MIN_RECORDS_FOR_INTERVAL - 1], np.arange(MIN_RECORDS_FOR_INTERVAL - 1))
     bootstrap.add("one image, many pairs", values, np.zeros(10, dtype=int))
@@ -187,3 +187,7 @@ def test_the_bootstrap_gives_no_interval_from_fewer_than_a_handful_of_images():
     assert intervals["few"] is None and intervals["one image, many pairs"] is None
     low, high = intervals["many"]
     assert low < values.mean() < high
+    assert Bootstrap(10, 200, 0).intervals() == {}  # nothing registered
+    anyway = Bootstrap(10, 200, seed=0)  # the library's default asks for no minimum
+    anyway.add("one image", values, np.zeros(10, dtype=int))
+    assert anyway.intervals()["one image"] == [4.5, 4.5]
