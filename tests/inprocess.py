@@ -69,3 +69,31 @@ def digest(paths):
             if file.is_file():
                 result[str(file)] = hashlib.sha256(file.read_bytes()).hexdigest()
     return result
+
+
+def run_many(commands):
+    """[(exit code, stderr)] of each `[script, arg, ...]` in `commands`, run one after
+    the other in this process (so torch is imported once), stdout discarded."""
+    import contextlib
+    import io
+
+    results = []
+    for script, *args in commands:
+        stderr = io.StringIO()
+        sys.argv = [str(REPO / script), *args]
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+            try:
+                runpy.run_path(str(REPO / script), run_name="__main__")
+                code = 0
+            except SystemExit as done:
+                code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        results.append((code, stderr.getvalue()))
+    return results
+
+
+if __name__ == "__main__":
+    # python -m tests.inprocess '[["script.py", "arg", ...], ...]': run_many's results as JSON,
+    # for tests that must run scripts in another process (a private mount namespace).
+    import json
+
+    print(json.dumps(run_many(json.loads(sys.argv[1]))))

@@ -63,15 +63,18 @@ def test_a_write_that_fails_after_the_checks_is_one_error_line(tiny, tmp_path, m
 
 # --- 3. read-only storage, for real (a read-only bind mount in a private namespace) -----
 
-def read_only_run(source, mount, command):
-    """Run `command` with `source` mounted read-only at `mount`, in a mount namespace of
-    its own (nothing outside sees the mount); None where this user may not do that."""
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
-    if probe.returncode != 0:
+def read_only_runs(source, mount, commands):
+    """[(exit code, stderr)] of each `[script, arg, ...]`, run in one process with
+    `source` mounted read-only at `mount`, in a mount namespace of its own (nothing
+    outside sees the mount); None where this user may not make one."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
         return None
-    script = (f'mount --bind "{source}" "{mount}" && mount -o remount,bind,ro "{mount}" && exec "$@"')
-    return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *map(str, command)], capture_output=True,
-                          text=True, cwd=str(REPO))
+    script = f'mount --bind "{source}" "{mount}" && mount -o remount,bind,ro "{mount}" && exec "$@"'
+    runs = json.dumps([[str(part) for part in command] for command in commands])
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "tests.inprocess", runs],
+                            capture_output=True, text=True, cwd=str(REPO))
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
 
 
 def test_an_input_on_read_only_storage_is_refused_before_any_work_unless_told_where_to_write(tiny, tmp_path):
@@ -79,24 +82,24 @@ def test_an_input_on_read_only_storage_is_refused_before_any_work_unless_told_wh
     mount.mkdir()
     shutil.copytree(Path(tiny.perturb).parent, source)
     data = mount / Path(tiny.perturb).name
-    command = [sys.executable, REPO / "run_lgip_multi.py", "--input", data, "--models", tiny.openclip, "--quiet",
-               "--bootstrap", 0, "--workers", 0, "--limit", 2]
-    result = read_only_run(source, mount, command)
-    if result is None:
+    command = ["run_lgip_multi.py", "--input", data, "--models", tiny.openclip, "--quiet", "--bootstrap", 0,
+               "--workers", 0, "--limit", 2]
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    results = read_only_runs(source, mount, [command, [*command, "--output-dir", out],
+                                             [*command, "--output-dir", out, "--cache-dir", cache],
+                                             ["lgip_report.py", out, "--csv", mount / "table.csv"]])
+    if results is None:
         pytest.skip("no unshare/mount here; test_output_fuzz.py's /proc cases cover unwritable places for root")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    [line] = error_lines(result.stderr)
+    [[code_out, err_out], [code_cache, err_cache], [code_told, err_told], [code_report, err_report]] = results
+    assert code_out == 2 and "Traceback" not in err_out
+    [line] = error_lines(err_out)
     assert "--output-dir (not given: the input's folder)" in line and "Read-only file system" in line
-    result = read_only_run(source, mount, [*command, "--output-dir", tmp_path / "out"])
-    [line] = error_lines(result.stderr)
-    assert line.startswith(f"error: --cache-dir (not given: beside the input; name one, or pass --no-cache) {mount}")
-    result = read_only_run(source, mount, [*command, "--output-dir", tmp_path / "out", "--cache-dir",
-                                           tmp_path / "cache"])
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "out" / f"{STEM}__limit2__LGIP_ALL.metrics.json").exists()
-    report = read_only_run(source, mount, [sys.executable, REPO / "lgip_report.py", tmp_path / "out", "--csv",
-                                           mount / "table.csv"])
-    assert report.returncode == 2 and "Read-only file system" in error_lines(report.stderr)[0]
+    [line] = error_lines(err_cache)
+    assert code_cache == 2 and line.startswith(
+        f"error: --cache-dir (not given: beside the input; name one, or pass --no-cache) {mount}")
+    assert code_told == 0, err_told
+    assert (out / f"{STEM}__limit2__LGIP_ALL.metrics.json").exists()
+    assert code_report == 2 and "Read-only file system" in error_lines(err_report)[0]
 
 
 # --- 4. no output is an input -------------------------------------------------------------
