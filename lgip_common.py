@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from lgip.cli import (default_workers, limit_marker, nonnegative_int, positive_int, print_metrics, run_cli,
                       write_metric_file)
@@ -78,10 +78,12 @@ def evaluation_arguments(description: str, constants: Dict[str, Any], input_help
 
 
 def output_base(args) -> str:
-    """`<output dir>/<input stem>`, plus `__limitN` for a --limit run: metric file names
-    start with it, as in the release."""
-    stem = os.path.splitext(os.path.basename(args.input))[0]
-    folder = args.output_dir or os.path.dirname(os.path.abspath(args.input))
+    """`<output dir>/<input stem>` (an input folder's name as it is), plus `__limitN` for
+    a --limit run: metric file names start with it, as in the release. The output dir
+    defaults to the folder that holds the input."""
+    name = os.path.basename(os.path.normpath(args.input))
+    stem = name if os.path.isdir(args.input) else os.path.splitext(name)[0]
+    folder = args.output_dir or os.path.dirname(os.path.abspath(os.path.normpath(args.input)))
     return os.path.join(folder, stem + limit_marker(args.limit))
 
 
@@ -119,18 +121,20 @@ def refuse_other_models_file(path: str, spec: ModelSpec) -> None:
                      f"TAG=SPEC, choose another --output-dir, or pass --overwrite to replace the file")
 
 
-def check_run_outputs(args, per_model: Optional[str] = None, combined: Optional[str] = None) -> RunOutputs:
+def check_run_outputs(args, per_model: Optional[str] = None, combined: Optional[str] = None,
+                      extra: Sequence[Tuple[str, Optional[str]]] = ()) -> RunOutputs:
     """Parse the model specs and check every place the run writes, before any work:
-    the output folder, the embedding cache, --dump-pairs, and the metric files, named
-    `<output_base><per_model>` per model (`{tag}` in it) and `<output_base><combined>`.
-    Refused: a place nothing can be written in, the wrong kind of thing, an output
-    that is an input (the JSONL, a model's files), two outputs on one file, and a
-    per-model file another spec wrote (unless --overwrite)."""
+    the output folder, the embedding cache, --dump-pairs, the metric files, named
+    `<output_base><per_model>` per model (`{tag}` in it) and `<output_base><combined>`,
+    and a script's `extra` outputs [(flag, path)]. Refused: a place nothing can be
+    written in, the wrong kind of thing, an output that is an input (the JSONL, a
+    model's files), two outputs on one file, and a per-model file another spec wrote
+    (unless --overwrite)."""
     specs = parse_specs(args.models)
-    if not os.path.isfile(args.input):  # said first: the default output places hang on it
-        raise InputError(f"{args.input}: no such file")
+    if not os.path.exists(args.input):  # said first: the default output places hang on it
+        raise InputError(f"{args.input}: no such file or folder")
     inputs = [args.input] + [path for spec in specs for path in spec.local_files()]
-    beside_input = os.path.dirname(os.path.abspath(args.input))
+    beside_input = os.path.dirname(os.path.abspath(os.path.normpath(args.input)))
     if args.output_dir:
         check_output_path(args.output_dir, inputs, "--output-dir", folder=True)
     else:
@@ -147,6 +151,7 @@ def check_run_outputs(args, per_model: Optional[str] = None, combined: Optional[
         written += [(f"the metric file of {spec.tag}", outputs.per_model_path(spec.tag)) for spec in specs]
     if combined:
         written.append(("the combined metric file", outputs.combined_path))
+    written += list(extra)
     for flag, path in written:
         if path:
             check_output_path(path, inputs, flag)

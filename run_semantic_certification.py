@@ -30,19 +30,20 @@ import sys
 
 import numpy as np
 
-from lgip.cli import positive_int
+from lgip.cli import nonnegative_float, positive_int
 from lgip.engine import EvalSettings
 from lgip.engine.embed import embed_images, embed_texts
 from lgip.engine.run import run_config
-from lgip.io import InputError, atomic_output, file_sha256
+from lgip.io import InputError, atomic_output, file_sha256, is_stream, refuse_inputs
 from lgip.labelled import DEFAULT_EDITS, DEFAULT_TEMPLATE, fill_template, read_edits, read_labelled, read_templates
-from lgip.models import load_model, parse_spec
+from lgip.models import load_model, parse_specs
 from lgip.models.base import resolve_device
 from lgip.probes.certify import (EXTENT_LEVELS, TRANSFORMS, certified_accuracy, certify, interval_count_distribution,
                                  mean_certified_extent, share_fully_certified, top_flip_classes, transform_embeddings)
 from lgip.probes.zeroshot import class_embeddings
-from lgip.stats import Bootstrap
-from lgip_common import PAPER_MODELS, default_workers, evaluation_arguments, print_metrics, run_cli, write_metric_file
+from lgip.stats import MIN_RECORDS_FOR_INTERVAL, Bootstrap
+from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluation_arguments, print_metrics,
+                         run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017.jsonl")  # build_base_jsonl.py --labels
@@ -80,17 +81,25 @@ def parse_args():
                              "turned from the source prompt toward the edited one), slerp (the embedding itself along "
                              "the great circle to the edited prompt), lerp (straight line, then normalised) "
                              "(default: %(default)s)")
-    parser.add_argument("--budgets", nargs="+", type=float, default=BUDGETS, metavar="EPS",
+    parser.add_argument("--budgets", nargs="+", type=nonnegative_float, default=BUDGETS, metavar="EPS",
                         help="misalignment budgets on the embedding (default: %(default)s)")
     parser.add_argument("--nearest", type=positive_int, default=NEAREST,
                         help="dataset images listed past each first boundary in --dump-intervals (default: %(default)s)")
     parser.add_argument("--dump-intervals", default=None, metavar="PATH",
                         help="write one JSON line per (image, edit, budget) with its intervals (gzip when PATH ends "
-                             "in .gz)")
-    args = parser.parse_args()
-    if any(not eps >= 0 for eps in args.budgets):
-        parser.error(f"--budgets: every budget must be a number of at least 0, got {args.budgets}")
-    return args
+                             "in .gz); with several models, one file each, the model's tag before the extension")
+    return parser.parse_args()
+
+
+def interval_dump_paths(path, tags):
+    """{tag: where --dump-intervals PATH goes for each model}: PATH itself for one model
+    (or a stream such as /dev/stdout); with several, the tag before the extension
+    (`run.jsonl.gz` -> `run.<tag>.jsonl.gz`), so no model's dump replaces another's."""
+    if len(tags) == 1 or is_stream(path):
+        return {tag: path for tag in tags}
+    folder, name = os.path.split(path)
+    stem, dot, extensions = name.partition(".")
+    return {tag: os.path.join(folder, f"{stem}.{tag}{dot}{extensions}") for tag in tags}
 
 
 def take(images, indices):
@@ -190,7 +199,8 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
     import time
 
     started = time.perf_counter()
-    model = load_model(spec, device, settings.precision, siglip_padding=settings.siglip_padding)
+    model = load_model(spec, device, settings.precision, siglip_padding=settings.siglip_padding,
+                       progress=settings.progress)
     timings["load_model"] = time.perf_counter() - started
     started = time.perf_counter()
     image_embeddings, failures = embed_images(model, images.image_paths, settings)
@@ -212,7 +222,7 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
     embeddings = image_embeddings[keep]
     results = certify(embeddings, classes, targets, transform=args.transform, budgets=args.budgets)
     correct = results[0].predicted == np.asarray(kept.labels)
-    bootstrap = Bootstrap(len(keep), settings.bootstrap, settings.seed)
+    bootstrap = Bootstrap(len(keep), settings.bootstrap, settings.seed, MIN_RECORDS_FOR_INTERVAL)
     bootstrap.add("zero_shot_accuracy", correct, np.arange(len(keep)))
     metrics = {"model_tag": model.spec.tag, "num_samples": int(len(keep)), "num_skipped_images": len(failures),
                "num_classes": len(images.classnames), "zero_shot_accuracy": float(correct.mean()),
@@ -234,27 +244,28 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
 def main():
     args = parse_args()
     settings = EvalSettings.from_args(args)
-    specs = [parse_spec(spec) for spec in args.models]  # a typo fails before any work
+    tags = [spec.tag for spec in parse_specs(args.models)]  # a typo fails before any work
+    dumps = interval_dump_paths(args.dump_intervals, tags) if args.dump_intervals else {}
+    outputs = check_run_outputs(args, per_model="__CERTIFY_{tag}.metrics.json",
+                                extra=[("--dump-intervals", path) for path in dict.fromkeys(dumps.values())])
     images = read_labelled(args.input, args.classnames, min_classes=2)
+    for path in dict.fromkeys(dumps.values()):
+        refuse_inputs(path, images.image_paths, "--dump-intervals")
     if args.limit is not None:
         images = take(images, range(min(args.limit, len(images.image_paths))))
     templates = read_templates(args.templates)
     edits = read_edits(args.edits)
     input_sha256 = file_sha256(args.input) if os.path.isfile(args.input) else None
     device = resolve_device(settings.device)
-    stem = os.path.basename(os.path.normpath(args.input))
-    stem = os.path.splitext(stem)[0] if os.path.isfile(args.input) else stem
-    base = os.path.join(args.output_dir or os.path.dirname(os.path.abspath(os.path.normpath(args.input))), stem)
-    for spec in specs:
+    for spec in outputs.specs:
         metrics, dumped = certify_model(args, settings, spec, images, templates, edits, device, input_sha256, {})
         print_metrics(metrics, HEADLINE)
         for budget, by_budget in metrics["by_budget"].items():
             print(f"  budget {budget}: mean certified extent {by_budget['mean_certified_extent']}, "
                   f"certified on all of [0, 1] {by_budget['share_fully_certified']}")
-        write_metric_file(f"{base}__CERTIFY_{metrics['model_tag']}.metrics.json", metrics)
+        write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
         if args.dump_intervals:
-            dump_path = args.dump_intervals if len(specs) == 1 else \
-                args.dump_intervals.replace(".jsonl", f".{metrics['model_tag']}.jsonl", 1)
+            dump_path = dumps[metrics["model_tag"]]
             kept, results, families, edit_templates, nearest = dumped
             write_interval_dump(dump_path, kept, results, families, edit_templates, images.classnames, nearest)
             print(f"wrote {dump_path}")

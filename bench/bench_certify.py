@@ -23,6 +23,7 @@ import tracemalloc
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lgip.cli import nonnegative_int, positive_int  # noqa: E402
 from lgip.probes.certify import TRANSFORMS, certify, unit_rows  # noqa: E402
 
 IMAGES, EDITS, CLASSES, DIM, SEED = 40_000, 35, 80, 512, 0
@@ -49,11 +50,11 @@ def commit() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=IMAGES)
-    parser.add_argument("--edits", type=int, default=EDITS)
-    parser.add_argument("--classes", type=int, default=CLASSES)
-    parser.add_argument("--dim", type=int, default=DIM)
-    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--images", type=positive_int, default=IMAGES)
+    parser.add_argument("--edits", type=positive_int, default=EDITS)
+    parser.add_argument("--classes", type=positive_int, default=CLASSES)
+    parser.add_argument("--dim", type=positive_int, default=DIM)
+    parser.add_argument("--seed", type=nonnegative_int, default=SEED)
     parser.add_argument("--transforms", nargs="+", default=list(TRANSFORMS), choices=TRANSFORMS)
     args = parser.parse_args()
 

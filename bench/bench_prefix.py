@@ -41,7 +41,7 @@ for folder in (REPO, BENCH):
 import bench_eval  # noqa: E402  (after the path is set)
 import lgip_common  # noqa: E402
 import run_lgip_multi  # noqa: E402
-from lgip.cli import positive_int  # noqa: E402
+from lgip.cli import nonnegative_int, positive_int  # noqa: E402
 from lgip.models import prefix  # noqa: E402
 
 BASE_JSONL = os.path.join(REPO, "tests", "data", "base_sample.jsonl")
@@ -128,7 +128,8 @@ def parse_args():
                         help="max nodes per pack to sweep, comma-separated (default: %(default)s)")
     parser.add_argument("--nodes-per-batch", type=positive_int, default=prefix.NODES_PER_BATCH,
                         help="nodes run through the blocks per call (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=nonnegative_int, default=0,
+                        help="torch CPU threads; 0 leaves torch's choice (default: %(default)s)")
     return parser.parse_args()
 
 

@@ -96,6 +96,12 @@ def _is_special(path: str) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def is_stream(path: str) -> bool:
+    """True for an output written in place, never replaced: a device, FIFO or socket, or
+    a descriptor name (/dev/stdout, /dev/fd/N)."""
+    return _descriptor_of(path) is not None or _is_special(path)
+
+
 def _storage_error(path: str, err: OSError) -> InputError:
     return InputError(f"{path}: could not be written ({err.strerror or err})")
 
@@ -137,9 +143,8 @@ def atomic_output(path: str, mode: str = "w", encoding: str | None = "utf-8"):
     path."""
     binary = "b" in mode
     text_options = {} if binary else {"encoding": encoding, "newline": "\n"}
-    descriptor = _descriptor_of(path)
-    if descriptor is not None or _is_special(path):
-        with _direct_output(path, descriptor, mode, text_options) as handle:
+    if is_stream(path):
+        with _direct_output(path, _descriptor_of(path), mode, text_options) as handle:
             yield handle
         return
     target = os.path.realpath(path)
@@ -278,7 +283,7 @@ def check_distinct_outputs(outputs: Sequence[Tuple[str, Optional[str]]]) -> None
     second would replace the first. Streams (/dev/null, /dev/stdout) may be shared."""
     seen: Dict[str, str] = {}
     for flag, path in outputs:
-        if not path or _descriptor_of(path) is not None or _is_special(path):
+        if not path or is_stream(path):
             continue
         key = os.path.realpath(path)
         if key in seen:
