@@ -9,7 +9,7 @@ import runpy
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
 
 
 class _Captured(Exception):
@@ -39,6 +39,7 @@ def run_here(script, args, monkeypatch, capsys, refuse_loading=False):
     With `refuse_loading`, loading a model raises, so a refusal that came after it fails
     the test. Any exception but SystemExit propagates: a traceback fails the test."""
     import lgip.engine.run
+    import lgip.models
 
     capsys.readouterr()
     with monkeypatch.context() as patch:
@@ -46,7 +47,8 @@ def run_here(script, args, monkeypatch, capsys, refuse_loading=False):
         if refuse_loading:
             def loading(*_args, **_kwargs):
                 raise AssertionError(f"{script} {args}: a model was loaded before the refusal")
-            patch.setattr(lgip.engine.run, "load_model", loading)
+            patch.setattr(lgip.engine.run, "load_model", loading)  # the engine's run loop
+            patch.setattr(lgip.models, "load_model", loading)  # scripts that load models themselves
         try:
             runpy.run_path(str(REPO / script), run_name="__main__")
             code = 0

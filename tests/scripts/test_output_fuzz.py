@@ -36,12 +36,14 @@ OUTPUT_FLAGS = {
     "rebuttal_enhanced_perturb_with_fliptypes.py": {"--output": "file"},
     "make_compositional_perturb.py": {"--output": "file"},
     "build_base_jsonl.py": {"--output": "file", "--images": "folder"},
-    "lgip_report.py": {"--csv": "file", "--plot-frontier": "file", "--plot-types": "file"},
+    "lgip_report.py": {"--csv": "file", "--plot-frontier": "file", "--plot-types": "file", "--plot-certified": "file",
+                       "--html": "file"},
     "lgip_quickstart.py": {"--output-dir": "folder"},
     "siglip_sanity_check.py": {},
+    "run_semantic_certification.py": {"--output-dir": "folder", "--dump-intervals": "file", "--cache-dir": "folder"},
 }
 EVALUATION = ["run_lgip_multi.py", "run_lgip_by_fliptype.py", "rebuttal_enhanced_lgip_by_transformation.py",
-              "run_compositional.py"]
+              "run_compositional.py", "run_semantic_certification.py"]
 GENERATORS = ["diff_gen_caption.py", "make_perturb_with_fliptypes.py", "rebuttal_enhanced_perturb_with_fliptypes.py",
               "make_compositional_perturb.py"]
 EVALUATION_NUMBERS = ["--limit", "--batch-size", "--text-batch-size", "--workers", "--cache-shard-rows", "--bootstrap",
@@ -53,12 +55,14 @@ NUMBER_FLAGS = {
     "build_base_jsonl.py": ["--n", "--seed", "--workers", "--retries", "--retry-delay", "--timeout"],
     "siglip_sanity_check.py": ["--num-examples", "--max-flips", "--seed"],
     "lgip_quickstart.py": ["--n-images", "--seed"],
-    "lgip_report.py": [],
+    "lgip_report.py": ["--examples"],
+    "run_semantic_certification.py": EVALUATION_NUMBERS + ["--budgets", "--nearest"],
 }
 # Flags that are neither outputs nor numbers (inputs, choices, switches, model specs).
 OTHER_FLAGS = {"--help", "--input", "--models", "--model", "--device", "--precision", "--siglip-padding", "--no-cache",
                "--strict", "--quiet", "--overwrite", "--rules", "--tagger", "--captions", "--absolute-paths",
-               "--download", "--check-images", "--labels", "--diff", "--correlate", "--compare-padding"}
+               "--download", "--check-images", "--labels", "--diff", "--correlate", "--compare-padding",
+               "--pairs", "--classnames", "--templates", "--edits", "--transform"}
 # A successful lgip_quickstart.py run takes a minute (it builds two models and runs every
 # stage): its accepted numbers are checked by parsing, its outputs' refusals by running,
 # and a full run has its own test (test_report's quickstart test).
@@ -112,13 +116,29 @@ def world(tiny, tmp_path_factory):
                                   "global_sensitivity": {"gap_mean": 0.02, "pos_rate": 0.6, "count": 9},
                                   "by_flip_type": {"color": {"gap_mean": 0.01, "pos_rate": 0.5, "count": 4}},
                                   "config": {"script": "run_lgip_by_fliptype.py", "spec": "hf:x", "input": "f.jsonl"}}]))
-    files["metrics"], files["typed_metrics"] = metrics, typed
+    certified = data / "c__CERTIFY_tiny.metrics.json"
+    certified.write_text(json.dumps({"model_tag": "tiny", "num_samples": 4, "zero_shot_accuracy": 0.5,
+                                     "transform": "rotate", "by_budget": {"0": {
+                                         "mean_certified_extent": 0.3, "share_fully_certified": 0.25, "families": {
+                                             "size": {"mean_certified_extent": 0.3,
+                                                      "certified_accuracy": {"0.1": 0.5, "0.5": 0.25}}}}},
+                                     "config": {"script": "run_semantic_certification.py", "input": "l.jsonl"}}))
+    labelled = data / "labelled.jsonl"  # two classes of two images, for the certification script
+    labelled.write_text("".join(json.dumps({"image_path": str(path), "label": label}) + "\n"
+                                for path, label in zip(images, ["cat", "cat", "dog", "dog"])))
+    edits = data / "edits.json"
+    edits.write_text(json.dumps({"size": ["a photo of a small {}"]}))
+    files.update(metrics=metrics, typed_metrics=typed, certified_metrics=certified, labelled=labelled, edits=edits)
     return {"root": root, "files": files, "cache": root / "shared_cache", "openclip": tiny.openclip}
 
 
 def base_arguments(script, world, out):
     """(arguments of a run that succeeds, its input files) for `script`, outputs in `out`."""
     files = world["files"]
+    if script == "run_semantic_certification.py":
+        return (["--input", files["labelled"], "--edits", files["edits"], "--models", world["openclip"],
+                 "--output-dir", out, "--cache-dir", world["cache"], "--workers", 0, "--bootstrap", 20, "--seed", 1,
+                 "--budgets", 0.01, "--quiet"], [files["labelled"], files["edits"]])
     if script in EVALUATION:
         data = {"run_lgip_multi.py": "perturb", "run_lgip_by_fliptype.py": "fliptypes",
                 "rebuttal_enhanced_lgip_by_transformation.py": "enhanced",
@@ -132,8 +152,9 @@ def base_arguments(script, world, out):
         return (["--captions", files["captions"], "--images", Path(files["base"]).parent, "--output",
                  out / "base.jsonl", "--n", 2], [files["captions"]])
     if script == "lgip_report.py":
-        return ([files["metrics"], files["typed_metrics"], "--csv", out / "table.csv", "--plot-frontier",
-                 out / "frontier.png", "--plot-types", out / "types.png"], [files["metrics"], files["typed_metrics"]])
+        reports = [files["metrics"], files["typed_metrics"], files["certified_metrics"]]
+        return ([*reports, "--csv", out / "table.csv", "--plot-frontier", out / "frontier.png", "--plot-types",
+                 out / "types.png"], reports)
     if script == "siglip_sanity_check.py":
         return (["--input", files["perturb"], "--model", world["openclip"], "--num-examples", 1, "--device", "cpu"],
                 [files["perturb"]])
@@ -270,6 +291,9 @@ def test_number_flags_at_zero_and_minus_one(world, tmp_path, monkeypatch, capsys
         written = [json.loads(path.read_text()) for path in out.glob("*.json")]
         entries = [entry for payload in written for entry in (payload if isinstance(payload, list) else [payload])]
         assert entries, f"{script} {flag} {value}: no metric file"
+        if flag == "--budgets":
+            assert all(entry["budgets"] == [value] for entry in entries)
+            return
         key = {"--workers": "workers", "--bootstrap": "bootstrap_resamples", "--seed": "seed"}[flag]
         assert all(entry["config"][key] == value for entry in entries)
         if flag == "--bootstrap":

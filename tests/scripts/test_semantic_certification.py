@@ -128,7 +128,7 @@ def test_the_metric_file_matches_the_solver_on_the_same_embeddings(tiny_models, 
     ("one_class", "1 class(es) (cat); zero-shot classification here needs at least 2"),
     ("empty_class_folder", "folder/dog: class folder holds no image files"),
     ("template_without_slot", "template 'a photo' has no {} for the class name"),
-    ("negative_budget", "--budgets: every budget must be a number of at least 0"),
+    ("negative_budget", "argument --budgets: expected a finite number of at least 0, got '-0.1'"),
 ])
 def test_bad_input_is_one_error_line_before_any_work(tiny_models, labelled, tmp_path, case, message):
     root = tmp_path / "run"
