@@ -154,7 +154,7 @@ def _parse_openclip(text: str, rest: str, user_tag: Optional[str]) -> ModelSpec:
                                  f"({', '.join('*' + s for s in OPENCLIP_WEIGHT_SUFFIXES)}), so open_clip would "
                                  f"evaluate random ones; add @random if that is what you want")
         return ModelSpec(text, "openclip", name, pretrained, user_tag)
-    name, _, pretrained = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    name, _, pretrained = rest.partition("@")  # a built-in name has no '@'; a checkpoint path may
     if not name:
         raise InputError(f"model spec {text!r}: nothing before '@'; expected openclip:MODEL@PRETRAINED")
     if not pretrained:

@@ -21,7 +21,7 @@ def test_paper_model_tags_are_the_releases():
 
 
 def test_spec_parts_and_malformed_specs(tmp_path):
-    checkpoint = tmp_path / "ckpt" / "epoch@3.pt"  # the last '@' splits, so a path may hold one
+    checkpoint = tmp_path / "ckpt" / "epoch@3.pt"  # the first '@' splits, so a path may hold one
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b"")
     spec = parse_spec(f"openclip:ViT-B-32@{checkpoint}")
