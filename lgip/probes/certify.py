@@ -45,9 +45,9 @@ kappa n(phi) <=> L >= 0 and Q(phi) = L^2 - kappa^2 n^2 >= 0, Q a quadratic in x 
     a2 = q^2 - 2 g kappa^2,  a1 = 2 p q + 2 g kappa^2,  a0 = p^2 - kappa^2
 (without a budget, L itself). A root of Q is a root of m only where L >= 0; a budget is only
 applied inside an argmax interval of w, where L >= 0 throughout, so there every root of Q is
-one of m and m < 0 exactly where Q < 0. For every quadratic, the roots come from the
-cancellation-free pair h/a, c/h (h = -(b + sign(b) sqrt(disc))/2); the one where the
-quadratic's slope is -sqrt(disc) is the falling root (the class catches up with w: for lerp
+one of m and m < 0 exactly where Q < 0. Written a x^2 + 2 h x + c, every quadratic's roots
+come from the cancellation-free pair -r/a, -c/r (r = h + sign(h) sqrt(h^2 - a c)); the one
+where its slope is negative is the falling root (the class catches up with w; for lerp
 Q' = 2 kappa n m' there), the other the rising root. Every margin thus has at most one falling
 and one rising root in [0, 1].
 
@@ -62,12 +62,15 @@ of their rising roots, where the state is checked again. Every step is array cod
 all (image, class) pairs at once; the only Python loops run over edits, chunks of images and
 the handful of events along [0, 1].
 
-Leaving classes out, exactly. Each class's score over a stretch of path is bounded in closed
-form (for lerp by slerp's bounds: normalised chord points lie on the same arc). Before the
-argmax sweep, a class whose upper bound over the whole path stays below the largest lower
-bound of any class can never lead; before a budget sweep over an argmax interval of w, a
-class whose upper bound there plus eps |u_w - u_c| stays below w's lower bound there can
-never break a budget margin. Such classes are dropped; the sweeps run on the rest only.
+Leaving classes out, exactly. Each class's score along the whole path is bounded in closed
+form (for lerp by slerp's bounds: normalised chord points lie on the same arc). The leader
+never scores below the largest lower bound, so a class whose upper bound stays below it can
+never lead, and one whose upper bound plus eps |u_w - u_c| stays below it never breaks w's
+budget margin. Such classes are dropped; the sweeps run on each row's contenders only.
+
+Budgets nest: where w is certified under eps it is certified under every smaller budget, so
+the budgets are solved in increasing order, each refining only the stretches the previous
+one certified.
 
 Degenerate cases give constant scores (one interval): theta or omega below DEGENERATE_SIN
 (a' = a, or z = a' for slerp; z = -a' makes slerp's path undefined and it is also kept
@@ -159,22 +162,23 @@ def _check_transform(transform: str) -> None:
         raise ValueError(f"unknown transform {transform!r}; expected one of {', '.join(TRANSFORMS)}")
 
 
-def _crossings(a, b, c, rising=True):
-    """Where P(x) = a x^2 + b x + c falls through zero and where it rises through zero, per
-    entry: two arrays (the second only if `rising`), NaN where P has no real root (every comparison with NaN is false, so
-    callers skip it); a root "at infinity" (a = 0) comes out as +-inf. With
-    h = -(b + sign(b) sqrt(disc))/2 the roots are h/a and c/h, free of cancellation, and
-    P'(h/a) = 2h + b = -sign(b) sqrt(disc): h/a is the falling root when b >= 0."""
+def _crossings(a, h, c, rising=True):
+    """Where P(x) = a x^2 + 2 h x + c falls through zero and where it rises through zero,
+    per entry: two arrays (the second only if `rising`), NaN where P has no real root
+    (every comparison with NaN is false, so callers skip it); a root "at infinity" (a = 0)
+    comes out as +-inf; a double root (P only touches zero) is reported as both. With
+    r = h + sign(h) sqrt(h^2 - a c) the roots are -r/a and -c/r, free of cancellation, and
+    P'(-r/a) = -2 sign(h) sqrt(h^2 - a c): -r/a is the falling root when h >= 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        disc = b * b
-        disc -= 4.0 * a * c
-        half = np.sqrt(disc)
-        np.copysign(half, b, out=half)
-        half += b
-        half *= -0.5
-        first, second = half / a, c / half
-        b_up = ~np.signbit(b)
-        return np.where(b_up, first, second), (np.where(b_up, second, first) if rising else None)
+        disc = h * h
+        disc -= a * c
+        minus_r = np.sqrt(disc)
+        np.copysign(minus_r, h, out=minus_r)
+        minus_r += h
+        np.negative(minus_r, out=minus_r)
+        first, second = minus_r / a, c / minus_r
+        h_down = np.signbit(h)
+        return np.where(h_down, second, first), (np.where(h_down, first, second) if rising else None)
 
 
 def _take(array, rows):
@@ -190,12 +194,12 @@ def _winner_minus_all(values, winner):
 class _TrigCurves:
     """Scores A cos t + B sin t + C with t = phi*Omega (rotate, slerp), held in x = tan(t/2),
     which grows with phi on [0, 1] because Omega <= pi. In x they read
-    (G x^2 + H x + K)/(1 + x^2) with G = C - A, H = 2B, K = C + A, so the margin
+    (G x^2 + 2 B x + K)/(1 + x^2) with G = C - A, K = C + A, so the margin
     dA cos t + dB sin t + c0 has the sign of (c0 - dA) x^2 + 2 dB x + (c0 + dA): its roots
     are a quadratic's, with no inverse trigonometry per class."""
 
-    def __init__(self, G, H, K, omega):
-        self.G, self.H, self.K, self.omega = G, H, K, omega
+    def __init__(self, G, B, K, omega):
+        self.G, self.B, self.K, self.omega = G, B, K, omega
         self.x_end = np.tan(omega / 2)
 
     def to_x(self, rows, phi):
@@ -207,48 +211,38 @@ class _TrigCurves:
 
     def scores(self, rows, x):
         x = x[:, None]
-        return (_take(self.G, rows) * (x * x) + _take(self.H, rows) * x + _take(self.K, rows)) / (1.0 + x * x)
+        return (_take(self.G, rows) * (x * x) + 2 * _take(self.B, rows) * x + _take(self.K, rows)) / (1.0 + x * x)
 
-    def score_bounds(self, x0=None, x1=None):
-        """Lower and upper bounds [M, C] of each score over [x0, x1] per row (default the
-        whole path). s = K + (G - K) f1(x) + H f2(x) with f1 = x^2/(1 + x^2) increasing and
-        f2 = x/(1 + x^2) rising to 1/2 at x = 1 and falling after."""
-        if x0 is None:
-            x0, x1 = np.zeros_like(self.x_end), self.x_end
-        x0, x1 = x0[:, None], x1[:, None]
-        f1_low, f1_high = x0 * x0 / (1 + x0 * x0), x1 * x1 / (1 + x1 * x1)
-        f2_at0, f2_at1 = x0 / (1 + x0 * x0), x1 / (1 + x1 * x1)
-        f2_low = np.minimum(f2_at0, f2_at1)
-        f2_high = np.where((x0 <= 1) & (x1 >= 1), 0.5, np.maximum(f2_at0, f2_at1))
-        spread = self.G - self.K
-        quad_a, quad_b, lin_a, lin_b = spread * f1_low, spread * f1_high, self.H * f2_low, self.H * f2_high
-        lower = np.minimum(quad_a, quad_b)
-        lower += np.minimum(lin_a, lin_b)
-        lower += self.K
-        upper = np.maximum(quad_a, quad_b, out=quad_a)
-        upper += np.maximum(lin_a, lin_b, out=lin_a)
-        upper += self.K
+    def score_bounds(self):
+        """Lower and upper bounds [M, C] of each score over the whole path:
+        s = K + (G - K) f1(x) + 2 B f2(x) for x in [0, X], where f1 = x^2/(1 + x^2) runs from 0
+        to X^2/(1 + X^2) and f2 = x/(1 + x^2) between 0 and min(X, 1)/(1 + min(X, 1)^2)."""
+        X = self.x_end[:, None]
+        quadratic = (self.G - self.K) * (X * X / (1 + X * X))
+        linear = self.B * np.where(X <= 1, 2 * X / (1 + X * X), 1.0)
+        lower = self.K + np.minimum(quadratic, 0) + np.minimum(linear, 0)
+        upper = self.K + np.maximum(quadratic, 0) + np.maximum(linear, 0)
         return lower, upper
 
     def for_pieces(self, rows, columns=None):
         """Curves with one row per piece, that of row rows[p] (all rows where None), for
         the classes columns[p] (all where None)."""
-        arrays = [_take(v, rows) for v in (self.G, self.H, self.K)]
+        arrays = [_take(v, rows) for v in (self.G, self.B, self.K)]
         if columns is not None:
             arrays = [np.take_along_axis(v, columns, axis=1) for v in arrays]
         return _TrigCurves(*arrays, _take(self.omega, rows))
 
     def margin_quadratic(self, rows, winner, kappa=None):
-        """Coefficients (a, b, c), each [len(rows), C] (rows None for all), of the quadratic
-        in x whose sign is that of the margin s_w - s_c - kappa for every class c, w = winner
-        per row."""
+        """Coefficients (a, h, c), each [len(rows), C] (rows None for all), of the quadratic
+        a x^2 + 2 h x + c whose sign is that of the margin s_w - s_c - kappa for every class
+        c, w = winner per row."""
         a = _winner_minus_all(_take(self.G, rows), winner)
-        b = _winner_minus_all(_take(self.H, rows), winner)
+        h = _winner_minus_all(_take(self.B, rows), winner)
         c = _winner_minus_all(_take(self.K, rows), winner)
         if kappa is not None:
             a -= kappa
             c -= kappa
-        return a, b, c
+        return a, h, c
 
 
 class _LerpCurves:
@@ -271,25 +265,16 @@ class _LerpCurves:
         norm = np.sqrt(np.maximum(1 - 2 * g * x + 2 * g * x * x, NORM_FLOOR))[:, None]
         return (_take(self.S, rows) + x[:, None] * _take(self.V, rows)) / norm
 
-    def score_bounds(self, x0=None, x1=None):
-        """As _TrigCurves.score_bounds, from slerp's curves over the same stretch of arc:
-        phi on the chord is angle atan2(phi sin w, 1 - phi + phi cos w) along the arc."""
-        if x0 is None:
-            return self.arc.score_bounds()
-        sin, cos = np.sin(self.arc.omega), np.cos(self.arc.omega)
-
-        def on_arc(phi):
-            return np.tan(np.arctan2(phi * sin, 1 - phi + phi * cos) / 2)
-
-        return self.arc.score_bounds(on_arc(x0), on_arc(x1))
+    def score_bounds(self):
+        """As _TrigCurves.score_bounds: slerp's bounds, over the same arc."""
+        return self.arc.score_bounds()
 
     def for_pieces(self, rows, columns=None):
         """As _TrigCurves.for_pieces."""
         arrays = [_take(v, rows) for v in (self.S, self.V)]
         if columns is not None:
             arrays = [np.take_along_axis(v, columns, axis=1) for v in arrays]
-        arc = None if self.arc is None else self.arc.for_pieces(rows, columns)
-        return _LerpCurves(*arrays, _take(self.g, rows), arc)
+        return _LerpCurves(*arrays, _take(self.g, rows))
 
     def margin_quadratic(self, rows, winner, kappa=None):
         """As _TrigCurves.margin_quadratic: L = p + q phi itself without a budget, else
@@ -299,23 +284,22 @@ class _LerpCurves:
         p = _winner_minus_all(_take(self.S, rows), winner)
         q = _winner_minus_all(_take(self.V, rows), winner)
         if kappa is None:
+            q *= 0.5
             return 0.0, q, p
         kappa2 = kappa * kappa
         g_kappa2 = _take(self.g, rows)[:, None] * kappa2
-        g_kappa2 *= 2
-        a1 = p * q
-        a1 *= 2
-        a1 += g_kappa2
+        half_a1 = p * q
+        half_a1 += g_kappa2
         p *= p
         p -= kappa2
         q *= q
-        q -= g_kappa2
-        return q, a1, p
+        q -= 2 * g_kappa2
+        return q, half_a1, p
 
 
 def _rotate_curves(z, s0, source_scores, predicted, target_dots, plane):
     """rotate's curves: with x = <z, a>, k = <z, a'>, the in-plane coordinate along e2 is
-    y = (k - x cos theta)/sin theta; then G = s0 - 2A, H = 2B, K = s0 (C = s0 - A)."""
+    y = (k - x cos theta)/sin theta; then G = s0 - 2A, K = s0 (C = s0 - A)."""
     cos_theta, sin_theta, theta, alpha, beta = plane
     sin_theta, alpha, beta = sin_theta[predicted], alpha[predicted], beta[predicted]
     x = source_scores
@@ -323,7 +307,7 @@ def _rotate_curves(z, s0, source_scores, predicted, target_dots, plane):
     x, y = x[:, None], y[:, None]
     A = x * alpha + y * beta
     B = x * beta - y * alpha
-    return _TrigCurves(s0 - 2 * A, 2 * B, s0, theta[predicted])
+    return _TrigCurves(s0 - 2 * A, B, s0, theta[predicted])
 
 
 def _slerp_curves(z, s0, target_rows, target_dots, target_scores):
@@ -332,7 +316,7 @@ def _slerp_curves(z, s0, target_rows, target_dots, target_scores):
     omega = np.where(sin_omega > 0, np.arctan2(sin_omega, target_dots), 0.0)
     B = np.divide(target_scores - target_dots[:, None] * s0, sin_omega[:, None], out=np.zeros_like(s0),
                   where=sin_omega[:, None] > 0)
-    return _TrigCurves(-s0, 2 * B, s0, omega)
+    return _TrigCurves(-s0, B, s0, omega)
 
 
 def _sin_between(z, targets, dots):
@@ -410,33 +394,32 @@ def _argmax_intervals(curves, n_rows, n_classes):
     raise RuntimeError("certification sweep did not finish (non-finite embeddings?)")
 
 
-def _certified_intervals(curves, stretches, eps, class_distance, slice_pieces):
+def _certified_intervals(curves, stretches, eps, class_distance, upper, floor, slice_pieces):
     """Split each stretch (row, start, end, w; in x) of an argmax interval of w into parts
     where w wins by eps |u_w - u_c| over every class c (class w) and where it does not
-    (UNCERTIFIED). Works slice_pieces stretches at a time (arrays that fit in cache);
-    within a slice, stretches are grouped by how many classes can come within the budget
-    of w there (_contenders), and each group is solved on those classes only."""
+    (UNCERTIFIED). `upper` [M, C] and `floor` [M, 1] bound the rows' scores along the
+    whole path (see _contenders). Works slice_pieces stretches at a time (arrays that fit
+    in cache); within a slice, stretches are grouped by how many classes can come within
+    the budget of w, and each group is solved on those classes only."""
     n_classes = class_distance.shape[0]
     found = []
     for lo in range(0, len(stretches[0]), slice_pieces):
         rows, start, end, winner = (column[lo:lo + slice_pieces] for column in stretches)
-        piece_curves = curves.for_pieces(rows)
-        lower, upper = piece_curves.score_bounds(start, end)
-        floor = lower[np.arange(len(rows)), winner][:, None]
         slack = eps * class_distance[winner]
-        for members, columns in _contenders(upper + slack, floor, winner):
+        for members, columns in _contenders(upper[rows] + slack, floor[rows], winner):
+            group_rows = rows[members]
             if columns is None:
-                group = piece_curves if members.size == len(rows) else piece_curves.for_pieces(members)
+                group = curves.for_pieces(group_rows)
                 group_slack, group_winner = slack[members], winner[members]
             else:
-                group = piece_curves.for_pieces(members, columns)
+                group = curves.for_pieces(group_rows, columns)
                 group_slack = np.take_along_axis(slack[members], columns, 1)
                 group_winner = np.argmax(columns == winner[members, None], 1)
             at, begin, stop, column = _certify_slice(group, (start[members], end[members], group_winner),
                                                      group_slack, n_classes)
             if columns is not None:
                 column = np.where(column >= 0, columns[at, np.maximum(column, 0)], column).astype(np.int32)
-            found.append((rows[members[at]], begin, stop, column))
+            found.append((group_rows[at], begin, stop, column))
     return _concatenate_pieces(found)
 
 
@@ -476,8 +459,8 @@ def _certify_slice(curves, argmax_pieces, kappa, n_classes):
     (row p is interval p); the winner is fixed on each, so its margins' quadratics and
     their roots are found once and only the state moves from round to round."""
     start, end, winner = argmax_pieces
-    a, b, c = curves.margin_quadratic(None, winner, kappa)
-    falling, rising = _crossings(a, b, c)
+    a, h, c = curves.margin_quadratic(None, winner, kappa)
+    falling, rising = _crossings(a, h, c)
     pieces = _Pieces()
     live = np.arange(len(start))
     cur = start.copy()
@@ -486,7 +469,7 @@ def _certify_slice(curves, argmax_pieces, kappa, n_classes):
             return pieces.arrays()
         at = None if round_no == 0 else live
         x = _probe_x(curves, at, cur)[:, None]
-        negative = (_take(a, at) * x + _take(b, at)) * x + _take(c, at) < 0
+        negative = (_take(a, at) * x + 2 * _take(h, at)) * x + _take(c, at) < 0
         after = cur[:, None]
         certified = ~negative.any(axis=1)
         up = _take(rising, at)
@@ -519,8 +502,9 @@ def _solve_edit(curves, predicted, budgets, class_distance, chunk):
     """Every budget's pieces (row, start, end, class; in phi, merged) for one chunk and edit."""
     n_rows, n_classes = predicted.size, class_distance.shape[0]
     lower, upper = curves.score_bounds()
+    floor = lower.max(axis=1, keepdims=True)
     found = []
-    for members, columns in _contenders(upper, lower.max(axis=1, keepdims=True), predicted):
+    for members, columns in _contenders(upper, floor, predicted):
         everyone = members.size == n_rows and columns is None
         rows, start, end, column = _argmax_intervals(curves if everyone else curves.for_pieces(members, columns),
                                                      len(members), n_classes)
@@ -532,7 +516,7 @@ def _solve_edit(curves, predicted, budgets, class_distance, chunk):
     # certified; what one leaves uncertified stays so under the larger ones.
     pending, settled = argmax_pieces, []
     for eps in sorted(eps for eps in budgets if eps > 0):
-        refined = _certified_intervals(curves, pending, eps, class_distance, 4 * chunk)
+        refined = _certified_intervals(curves, pending, eps, class_distance, upper, floor, 4 * chunk)
         certified = refined[3] != UNCERTIFIED
         settled.append(tuple(column[~certified] for column in refined))
         pending = tuple(column[certified] for column in refined)
@@ -640,6 +624,7 @@ def certify(image_embeddings, class_embeddings, target_embeddings, *, source_emb
     np.fill_diagonal(class_distance, 0.0)
 
     predicted = np.zeros(n_images, dtype=np.int64)
+    row_type = np.int32 if n_images * n_edits < 2 ** 31 else np.int64   # row ids of every interval found: keep them small
     found = {eps: [[] for _ in range(n_edits)] for eps in budgets + [0.0]}
     chunk = max(1, chunk_elements // max(n_classes, 1))
     for lo in range(0, n_images, chunk):
@@ -665,7 +650,7 @@ def certify(image_embeddings, class_embeddings, target_embeddings, *, source_emb
                 arc = _slerp_curves(z, s0, target_rows, target_dots, target_scores)
                 curves = _LerpCurves(s0, target_scores - s0, 1 - target_dots, arc)
             for eps, (rows, start, end, cls) in _solve_edit(curves, pred, found, class_distance, chunk).items():
-                found[eps][e].append((e * n_images + lo + rows, start, end, cls))
+                found[eps][e].append(((e * n_images + lo + rows).astype(row_type), start, end, cls))
     n_rows = n_images * n_edits
     merged = {eps: _concatenate_pieces([part for groups in per_edit for part in groups])
               for eps, per_edit in found.items()}
@@ -676,10 +661,10 @@ def certify(image_embeddings, class_embeddings, target_embeddings, *, source_emb
 # Summaries the certification script reports. Each takes arrays for the images (and edits)
 # it should pool over: pass extent[:, e] for one edit or extent[:, family_edits] for a family.
 
-def certified_accuracy(extent, correct, levels: Sequence[float] = EXTENT_LEVELS) -> Dict[float, float]:
+def certified_accuracy(extent, correct, levels: Sequence[float] = EXTENT_LEVELS) -> Dict[float, Optional[float]]:
     """Share of all entries (images, pooled over the edits given) that are classified
     correctly and keep their class up to each extent level: correct and extent >= level.
-    `extent` [N] or [N, k]; `correct` [N] bools."""
+    `extent` [N] or [N, k]; `correct` [N] bools. None for each level when there is no entry."""
     extent = np.asarray(extent, dtype=np.float64)
     correct = _broadcast_images(correct, extent)
     if extent.size == 0:
