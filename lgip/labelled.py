@@ -35,25 +35,29 @@ class Source(NamedTuple):
 
 class Labelled(NamedTuple):
     """Images with their class: paths to open, label indices into `classnames`, the class
-    names (the competitors of zero-shot classification), and where each image came from."""
+    names (the competitors of zero-shot classification), where each image came from, and
+    how many JSONL records were skipped because their label is null."""
 
     image_paths: List[str]
     labels: List[int]
     classnames: List[str]
     sources: List[Source]
+    skipped_unlabelled: int = 0
 
 
 def read_labelled(path: str, classnames_file: Optional[str] = None, min_classes: int = 1) -> Labelled:
     """Read labelled images from a JSONL file (records with `image_path` and `label`, a
-    class name; other keys ignored; relative paths are relative to the file's folder) or
+    class name; other keys ignored; relative paths are relative to the file's folder; a
+    record whose label is null, as build_base_jsonl.py --labels writes for an image
+    without any instance, is skipped and counted) or
     an ImageFolder directory (one subfolder per class, its image files found recursively
     by extension, in sorted order; hidden folders skipped), told apart by what `path` is.
 
     Class names are the labels found, sorted, or those of `classnames_file` in its order
     (one per line; names no image carries are extra competitors). Raises InputError for a
     missing input, a record without a label or image path, a label that is not in the
-    class names, an empty class list, a class folder without images, or fewer than
-    `min_classes` classes."""
+    class names, an empty class list, a class folder without images, a JSONL without any
+    labelled record, or fewer than `min_classes` classes."""
     named = read_classnames(classnames_file) if classnames_file else None
     if os.path.isdir(path):
         images = _read_image_folder(path, named, classnames_file)
@@ -61,6 +65,8 @@ def read_labelled(path: str, classnames_file: Optional[str] = None, min_classes:
         images = _read_labelled_jsonl(path, named, classnames_file)
     else:
         raise InputError(f"{path}: no such file or folder (expected a labelled JSONL or an image folder)")
+    if not images.image_paths:
+        raise InputError(f"{path}: no labelled image ({images.skipped_unlabelled} record(s) with a null label)")
     if len(images.classnames) < min_classes:
         origin = classnames_file or path
         raise InputError(f"{origin}: {len(images.classnames)} class(es) ({', '.join(images.classnames)}); "
@@ -97,14 +103,17 @@ def _text_lines(path: str) -> Iterable:
 
 
 def _read_labelled_jsonl(path: str, named: Optional[List[str]], classnames_file: Optional[str]) -> Labelled:
-    records = []
+    records, skipped = [], 0
     for line_no, record in iter_jsonl(path):
         image_path = record.get("image_path")
         if not isinstance(image_path, str) or not image_path:
             raise InputError(f"{where(path, line_no)}: record has no 'image_path' (a non-empty string)")
-        label = record.get("label")
-        if label is None:
+        if "label" not in record:
             raise InputError(f"{where(path, line_no)}: record has no 'label' (the image's class name)")
+        label = record["label"]
+        if label is None:  # an image without a class (a COCO image without any instance)
+            skipped += 1
+            continue
         if not isinstance(label, str) or not label.strip():
             raise InputError(f"{where(path, line_no)}: 'label' must be a class name, got {label!r}")
         records.append((line_no, image_path, label))
@@ -116,7 +125,7 @@ def _read_labelled_jsonl(path: str, named: Optional[List[str]], classnames_file:
             raise InputError(f"{where(path, line_no)}: label {label!r} is not in the class names ({classnames_file})")
         labels.append(index[label])
     return Labelled([resolve_image_path(image_path, path) for _, image_path, _ in records], labels, classnames,
-                    [Source(path, line_no, image_path) for line_no, image_path, _ in records])
+                    [Source(path, line_no, image_path) for line_no, image_path, _ in records], skipped)
 
 
 def _read_image_folder(path: str, named: Optional[List[str]], classnames_file: Optional[str]) -> Labelled:
