@@ -75,12 +75,8 @@ def detection_auc(path: str, detection: dict) -> None:
     if len(sigmas) > 1 and min(sigmas) > 0:
         axes.set_xscale("log")
     axes.set_ylim(0.0, 1.02)
-    axes.set_xlabel("noise sigma ([0, 1] pixels)")
-    axes.set_ylabel("ROC AUC, matched vs natural")
-    axes.set_title("Detecting matched images by adding noise")
-    axes.legend(fontsize=8)
-    axes.grid(alpha=0.3)
-    save_png(figure, path)
+    _finish(figure, axes, path, "noise sigma ([0, 1] pixels)", "ROC AUC, matched vs natural",
+            "Detecting matched images by adding noise")
 
 
 def jacobian_spectra(path: str, at_original: np.ndarray, at_matched: np.ndarray) -> None:
@@ -95,9 +91,14 @@ def jacobian_spectra(path: str, at_original: np.ndarray, at_matched: np.ndarray)
         axes.plot(index, at_original[row], color=colour, label="original" if row == 0 else None)
         axes.plot(index, at_matched[row], color=colour, linestyle="--", label="matched" if row == 0 else None)
     axes.set_yscale("log")
-    axes.set_xlabel("index")
-    axes.set_ylabel("singular value")
-    axes.set_title("Singular values of the image encoder's Jacobian")
+    _finish(figure, axes, path, "index", "singular value", "Singular values of the image encoder's Jacobian")
+
+
+def _finish(figure, axes, path: str, xlabel: str, ylabel: str, title: str) -> None:
+    """Labels, title, legend and grid of a line plot, then the PNG."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     save_png(figure, path)
