@@ -5,15 +5,16 @@ the maths of lgip/probes/matching.py that run_embedding_matching.py drives.
 says how a model's pixels become the tensor the descent moves and back; `PairRunner`
 descends any list of pair ids, many pairs per forward/backward, and as each pair
 finishes computes its record (descent, predictions, change in pixels, noise statistics)
-and writes it to a `RunCheckpoint`. Every forward pass has one fixed batch shape
-(`fixed_rows`) and every pair draws its noise from its own seeded generator, so a pair's
-record depends on that pair alone: a run killed and resumed, or its pairs split over
-several processes, gives the same records to the last bit.
+and writes it to a `RunCheckpoint`. The descent's and the predictions' forward passes
+have one fixed batch shape (`fixed_rows`), and each image's noise statistics are
+computed on their own with the image's own seeded generator, so a pair's record depends
+on that pair alone: a run killed and resumed, or its pairs split over several
+processes, gives the same records to the last bit.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -238,9 +239,8 @@ class PairRunner:
             rows[:, RECORD_FIELDS.index(name)] = sizes[name]
         start = len(RECORD_FIELDS)
         for row, pair_id in enumerate(pair_ids):
-            statistics = noise_statistics(self.pixel_features, matched01[row:row + 1], options.noise_sigmas,
-                                          options.noise_draws, noise_generator(options.seed, MATCHED_STREAM, pair_id),
-                                          class_embeddings=self.classes, batch_size=options.pair_batch_size)
+            statistics = image_noise_statistics(self.model, matched01[row:row + 1], pair_id, MATCHED_STREAM,
+                                                self.classes, options)
             rows[row, RECORD_FIELDS.index("prediction_8bit")] = statistics["clean_prediction"][0]
             rows[row, start:start + len(options.noise_sigmas)] = statistics["embedding_shift"][:, 0]
             rows[row, start + len(options.noise_sigmas):] = statistics["label_agreement"][:, 0]
@@ -252,18 +252,26 @@ class PairRunner:
         self.checkpoint.flush(force=False)
 
 
+def image_noise_statistics(model: VisionLanguageModel, pixels01: torch.Tensor, index: int, stream: int,
+                           class_embeddings: torch.Tensor, options: MatchingOptions) -> dict:
+    """noise_statistics of one image ([1, 3, H, W] in [0, 1]) with its own generator:
+    one forward of the clean image, then all its noisy copies (sigmas x draws) in one
+    forward, so its numbers never depend on other images."""
+    return noise_statistics(lambda p: model.image_features(p), pixels01, options.noise_sigmas, options.noise_draws,
+                            noise_generator(options.seed, stream, index), class_embeddings=class_embeddings,
+                            batch_size=len(options.noise_sigmas) * options.noise_draws)
+
+
 def natural_statistics(model: VisionLanguageModel, pixels01: torch.Tensor, image_ids: Sequence[int],
                        class_embeddings: torch.Tensor, options: MatchingOptions) -> dict:
     """noise_statistics of natural images (`pixels01` [N, 3, H, W], their ids in the
     image list naming each one's noise generator), one image at a time as the matched
     ones: `embedding_shift` and `label_agreement` [S, N]."""
-    features = fixed_rows(lambda p: model.image_features(p), options.pair_batch_size)
     classes = class_embeddings.to(model.device)
     shift, agreement = [], []
     for row, image_id in enumerate(image_ids):
-        statistics = noise_statistics(features, pixels01[row:row + 1].to(model.device), options.noise_sigmas,
-                                      options.noise_draws, noise_generator(options.seed, NATURAL_STREAM, image_id),
-                                      class_embeddings=classes, batch_size=options.pair_batch_size)
+        statistics = image_noise_statistics(model, pixels01[row:row + 1].to(model.device), image_id, NATURAL_STREAM,
+                                            classes, options)
         shift.append(statistics["embedding_shift"].astype(np.float32))
         agreement.append(statistics["label_agreement"].astype(np.float32))
     return {"embedding_shift": np.concatenate(shift, axis=1), "label_agreement": np.concatenate(agreement, axis=1)}
@@ -285,6 +293,3 @@ def load_records(checkpoint: RunCheckpoint, num_pairs: int, num_sigmas: int) -> 
         raise ValueError(f"checkpoint {checkpoint.folder} holds rows of another width")
     return found, rows
 
-
-def missing_pairs(found: np.ndarray) -> List[int]:
-    return np.flatnonzero(~found).tolist()

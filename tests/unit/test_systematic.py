@@ -15,6 +15,16 @@ from lgip.probes.systematic import (RECORD_FIELDS, RECORDS, TENSORS, MatchingOpt
 LABELS = [0, 0, 0, 1, 1, 2, 2, 2, 2]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: the tiny towers gain nothing from more, and on a shared
+    machine threads that wait on each other make these descents many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_pairs_take_k_sources_per_class_and_a_target_from_every_other_class():
     pairs = choose_pairs(LABELS, 3, 2, seed=0)
     labels = np.asarray(LABELS)
