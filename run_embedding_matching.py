@@ -450,6 +450,10 @@ def read_input(args) -> LabelledRun:
     count = len(labelled.image_paths) if args.limit is None else min(args.limit, len(labelled.image_paths))
     labels = np.asarray(labelled.labels[:count], dtype=np.int64)
     classnames = labelled.classnames
+    if args.classnames is None and count < len(labelled.image_paths):
+        # The classes are the labels found: those of the images kept.
+        present = np.unique(labels)
+        classnames, labels = [classnames[c] for c in present], np.searchsorted(present, labels)
     images = np.bincount(labels, minlength=len(classnames))
     if (images > 0).sum() < 2:
         raise InputError(f"{args.input}: every image is of one class ({classnames[labels[0]]}); "

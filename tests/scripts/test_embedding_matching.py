@@ -65,11 +65,9 @@ def without_timings(metrics):
 
 
 @pytest.fixture(scope="module")
-def world(tiny, tmp_path_factory):
+def drawn(tmp_path_factory):
     """Drawn images in an image folder (a subfolder per class) and a labelled JSONL of the
-    same images with relative paths and one record whose label is null; then the runs:
-    a clean open_clip run on the folder, the same run killed and resumed, and a SigLIP
-    run on the JSONL with --box pixel01 --eps-linf --optimizer adam."""
+    same images with relative paths and one record whose label is null."""
     root = tmp_path_factory.mktemp("matching")
     records = []
     for index, name in enumerate(CLASSES):
@@ -78,26 +76,40 @@ def world(tiny, tmp_path_factory):
     records.append({"image_path": records[0]["image_path"], "label": None})
     jsonl = root / "labelled.jsonl"
     jsonl.write_text("".join(json.dumps(record) + "\n" for record in records))
-    world = SimpleNamespace(root=root, folder=root / "images", jsonl=jsonl, openclip=tiny.openclip, siglip=tiny.siglip)
+    return SimpleNamespace(root=root, folder=root / "images", jsonl=jsonl)
+
+
+@pytest.fixture(scope="module")
+def world(tiny, drawn):
+    """The runs: a clean open_clip run on the folder, the same run killed and resumed,
+    and a SigLIP run on the JSONL with --box pixel01 --eps-linf --optimizer adam."""
+    root, jsonl = drawn.root, drawn.jsonl
+    world = SimpleNamespace(root=root, folder=drawn.folder, jsonl=jsonl, openclip=tiny.openclip, siglip=tiny.siglip)
 
     openclip_args = ["--input", world.folder, "--models", tiny.openclip, "--cache-dir", root / "cache", *COMMON,
-                     "--examples", "1"]
-    clean = start(*openclip_args, "--jacobian", "1", "--output-dir", root / "clean")
+                     "--examples", "1", "--jacobian", "1"]
+    clean = start(*openclip_args, "--output-dir", root / "clean")
     siglip = start("--input", jsonl, "--models", tiny.siglip, "--cache-dir", root / "cache", *COMMON, "--examples", "0",
                    "--box", "pixel01", "--eps-linf", "0.01", "--optimizer", "adam", "--lr", "0.01",
                    "--output-dir", root / "siglip")
-    killed = start(*openclip_args, "--jacobian", "1", "--output-dir", root / "resumed")
-    deadline = time.monotonic() + 300
-    while not list((root / "resumed").glob("*.checkpoint-*/records-*.npz")):
-        assert killed.poll() is None, "the run ended before it wrote a checkpoint shard:\n" + killed.communicate()[1]
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    killed.send_signal(signal.SIGKILL)
-    killed.communicate()
-    world.killed_early = not list((root / "resumed").glob("*.metrics.json"))
-    world.clean_output = finish(clean)
-    world.resumed_output = finish(start(*openclip_args, "--jacobian", "1", "--output-dir", root / "resumed"))
-    world.siglip_output = finish(siglip)
+    killed = start(*openclip_args, "--output-dir", root / "resumed")
+    try:
+        deadline = time.monotonic() + 300
+        while not list((root / "resumed").glob("*.checkpoint-*/records-*.npz")):
+            assert killed.poll() is None, "the run ended before it wrote a checkpoint shard:\n" + killed.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate()
+        world.killed_early = not list((root / "resumed").glob("*.metrics.json"))
+        world.clean_output = finish(clean)
+        world.resumed_output = finish(start(*openclip_args, "--output-dir", root / "resumed"))
+        world.siglip_output = finish(siglip)
+    finally:
+        for process in (clean, siglip, killed):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     return world
 
 
@@ -166,17 +178,19 @@ def test_one_class_is_one_error_line_before_any_model_is_loaded(tmp_path):
     (["--eps-linf", "0"], "--eps-linf 0.0: the bound must be greater than 0"),
     (["--eps-linf", "-0.5"], "--eps-linf -0.5"),
     (["--classnames", "CLASSNAMES"], "1 class(es) have no image"),
-    (["--limit", "3"], "every image is of one class"),
+    (["--limit", "3"], "every image is of one class (bus)"),
+    (["--classnames", "CLASSES", "--limit", "4"], "1 class(es) have no image among the first 4 (dog)"),
     (["--templates", "a photo"], "has no {} for the class name"),
 ])
-def test_bad_input_is_refused_before_any_model_is_loaded(world, extra, message, tmp_path):
+def test_bad_input_is_refused_before_any_model_is_loaded(drawn, extra, message, tmp_path):
     import run_embedding_matching
 
-    names = tmp_path / "classnames.txt"
-    names.write_text("\n".join(CLASSES + ["zebra"]) + "\n")
-    extra = [str(names) if value == "CLASSNAMES" else value for value in extra]
+    files = {"CLASSNAMES": CLASSES + ["zebra"], "CLASSES": CLASSES}
+    for name, lines in files.items():
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    extra = [str(tmp_path / value) if value in files else value for value in extra]
     with pytest.raises(InputError) as caught:
-        run_embedding_matching.main(["--input", str(world.folder), "--models", "openclip:local-dir:/nowhere",
+        run_embedding_matching.main(["--input", str(drawn.folder), "--models", "openclip:local-dir:/nowhere",
                                      "--device", "cpu", *extra])
     assert message in str(caught.value)
 
