@@ -28,8 +28,8 @@ the change, in the box's units), --normalize-features.
 Writes `<input stem>__MATCHING_<model_tag>.metrics.json` per model (zero_shot_accuracy,
 systematic_accuracy, target_rate, num_pairs, perturbation, detection, confusion, descent,
 95% bootstrap intervals over source images, config) and `..._ALL.metrics.json`; beside
-them PNGs: `.example_<k>.png` for the first --examples pairs (original, matched,
-difference amplified, target), `.detection_auc.png` (AUC against sigma) and with
+them PNGs: `.example_<k>.png` for the first --examples pairs (original, matched image
+and their difference amplified, captioned with zero-shot classes and probabilities), `.detection_auc.png` (AUC against sigma) and with
 --jacobian N `.jacobian.png` (singular values of the image tower's Jacobian at the
 original and at the matched image, as the paper's Figure 3). Finished pairs go to a
 checkpoint folder beside the outputs as they finish: a run killed mid-way, started
@@ -425,7 +425,8 @@ def match_model(spec, args, settings, run: LabelledRun, device: str, base: str, 
         _, kept_rows = checkpoint.load(systematic.TENSORS, keep)
         matched = torch.from_numpy(kept_rows).reshape((len(keep),) + tuple(source_pixels.shape[1:]))
         originals = source_pixels[torch.as_tensor(run.source_record[keep])]
-        example_figures(model, run, zero, runner, originals[:args.examples], matched[:args.examples], prefix)
+        if args.examples:
+            example_figures(model, run, zero, runner, originals[:args.examples], matched[:args.examples], prefix)
         if args.jacobian:
             metrics["jacobian"] = jacobian_block(model, runner, originals[:args.jacobian], matched[:args.jacobian],
                                                  prefix, settings.seed)
