@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator
 
 from lgip.cli import default_workers, print_metrics, run_cli, write_metric_file
 from lgip.engine import EvalSettings, evaluate_models
@@ -18,27 +18,24 @@ __all__ = ["PAPER_MODELS", "default_workers", "evaluate", "evaluation_arguments"
            "run_cli", "write_metric_file"]
 
 
-def evaluation_arguments(description: str, constants: Dict[str, Any], helps: Optional[Dict[str, str]] = None,
-                         pair_dumps: bool = True) -> argparse.ArgumentParser:
+def evaluation_arguments(description: str, constants: Dict[str, Any], input_help: str = "perturbed JSONL",
+                         pairs: bool = True) -> argparse.ArgumentParser:
     """The flags every evaluation script takes, each defaulting to the script's UPPERCASE
-    constant of the same meaning (`constants` is the script's `globals()`: JSONL_PATH or
-    INPUT_PATH, MODELS, DEVICE, PRECISION, BATCH_SIZE, TEXT_BATCH_SIZE, WORKERS, BOOTSTRAP,
-    SEED). `helps` replaces the help of `input`, `limit` or `seed` for a script whose
-    input is not a perturbed JSONL; `pair_dumps=False` leaves out --dump-pairs."""
-    input_path = constants["INPUT_PATH"] if "INPUT_PATH" in constants else constants["JSONL_PATH"]
-    helps = {"input": f"perturbed JSONL (default: {input_path})", "limit": "evaluate only the first N records",
-             "seed": "bootstrap seed (default: %(default)s)", **(helps or {})}
-    defaults = {"input": input_path, "models": constants["MODELS"], "device": constants["DEVICE"],
+    constant of the same meaning (`constants` is the script's `globals()`: JSONL_PATH,
+    MODELS, DEVICE, PRECISION, BATCH_SIZE, TEXT_BATCH_SIZE, WORKERS, BOOTSTRAP, SEED).
+    `input_help` says what --input is; without `pairs`, no --dump-pairs (a probe that
+    scores no caption pairs)."""
+    defaults = {"input": constants["JSONL_PATH"], "models": constants["MODELS"], "device": constants["DEVICE"],
                 "precision": constants["PRECISION"], "batch_size": constants["BATCH_SIZE"],
                 "text_batch_size": constants["TEXT_BATCH_SIZE"], "workers": constants["WORKERS"],
                 "bootstrap": constants["BOOTSTRAP"], "seed": constants["SEED"],
                 "cache_shard_rows": constants.get("CACHE_SHARD_ROWS", 4096)}
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", default=defaults["input"], help=helps["input"])
+    parser.add_argument("--input", default=defaults["input"], help=f"{input_help} (default: {defaults['input']})")
     parser.add_argument("--models", nargs="+", default=defaults["models"], metavar="SPEC",
                         help=f"{SPEC_HELP}. Default: the paper's nine models")
     parser.add_argument("--output-dir", default=None, help="where metric JSONs go (default: beside the input)")
-    parser.add_argument("--limit", type=int, default=None, help=helps["limit"])
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N records")
     parser.add_argument("--device", default=defaults["device"], help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--precision", default=defaults["precision"], choices=PRECISIONS,
                         help="weights and activations; amp: fp32 weights with autocast (default: %(default)s, as the paper's tables)")
@@ -56,9 +53,9 @@ def evaluation_arguments(description: str, constants: Dict[str, Any], helps: Opt
                         help="new embeddings per cache file; a killed run loses at most this many (default: %(default)s)")
     parser.add_argument("--bootstrap", type=int, default=defaults["bootstrap"],
                         help="bootstrap resamples of images for 95%% intervals; 0 turns them off (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults["seed"], help=helps["seed"])
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="bootstrap seed (default: %(default)s)")
     parser.add_argument("--strict", action="store_true", help="a missing or undecodable image is an error, not a skip")
-    if pair_dumps:
+    if pairs:
         parser.add_argument("--dump-pairs", default=None, metavar="PATH",
                             help="also write one row per scored pair (image, caption, variant, scores, gap) for every "
                                  "model: CSV, gzip-compressed when PATH ends in .gz, Parquet when it ends in .parquet")

@@ -11,7 +11,8 @@ forward/backward, --pair-batch-size at a time). Then the matched image's zero-sh
 (prompts from --templates) against the source's, how much its pixels changed, and, for
 matched and natural images alike, how their embeddings and labels react to N(0, s^2)
 pixel noise at each s of --noise-sigmas (--noise-draws copies, both 8-bit quantised)
-and how well that separates them (ROC AUC, TPR at 5% FPR).
+and how well that separates them (ROC AUC, TPR at 5% FPR). --seed fixes the pairs, each
+image's noise draws and the bootstrap.
 
 Input (--input): a JSONL with `image_path` and `label` per record (build_base_jsonl.py
 --labels writes one from COCO; a record whose label is null is skipped) or an image
@@ -56,7 +57,7 @@ from lgip_common import PAPER_MODELS, default_workers, evaluation_arguments, out
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = "run_embedding_matching.py"
-INPUT_PATH = os.path.join(_DIR, "imagenette2-320", "val")  # the paper's Imagenette, as an image folder
+JSONL_PATH = os.path.join(_DIR, "imagenette2-320", "val")  # labelled JSONL or image folder: Imagenette, the paper's
 CLASSNAMES_FILE = None  # one class per line; default: the labels found, sorted
 TEMPLATES = [DEFAULT_TEMPLATE]
 MODELS = list(PAPER_MODELS)
@@ -83,7 +84,7 @@ BATCH_SIZE = 32  # images per batch when decoding and for the zero-shot pass
 TEXT_BATCH_SIZE = 256
 WORKERS = default_workers()
 BOOTSTRAP = 1000  # resamples of source images for the 95% intervals
-SEED = 0  # pairs, noise draws and bootstrap
+SEED = 0  # --seed fixes the pairs, each image's noise draws and the bootstrap
 HEADLINE = ["zero_shot_accuracy", "systematic_accuracy", "target_rate", "perturbation.linf_mean",
             "perturbation.psnr_mean", "descent.converged_share"]
 
@@ -105,10 +106,8 @@ def positive_float(text: str) -> float:
 
 
 def parse_args(argv=None):
-    parser = evaluation_arguments(__doc__, globals(), pair_dumps=False, helps={
-        "input": f"labelled JSONL (image_path, label) or image folder with a subfolder per class (default: {INPUT_PATH})",
-        "limit": "use only the first N labelled images",
-        "seed": "seed of the pairs, the noise draws and the bootstrap (default: %(default)s)"})
+    parser = evaluation_arguments(__doc__, globals(), pairs=False,
+                                  input_help="labelled JSONL (image_path, label) or image folder with a subfolder per class")
     parser.add_argument("--classnames", default=CLASSNAMES_FILE, metavar="FILE",
                         help="class names, one per line, in the order to use (default: the labels found, sorted)")
     parser.add_argument("--templates", nargs="+", default=TEMPLATES, metavar="TEMPLATE",
