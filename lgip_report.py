@@ -162,6 +162,32 @@ def certification_row(entry, row):
     return row
 
 
+def matching_row(entry, row):
+    """run_embedding_matching.py: zero-shot and systematic accuracy with their intervals,
+    the target rate, the change in pixels, and the best noise-detection AUC over the
+    statistics and sigmas (with which statistic and sigma gave it)."""
+    row["kind"] = "matching"
+    for key in ("zero_shot_accuracy", "systematic_accuracy", "target_rate"):
+        row[key], row[f"{key}_ci"] = entry.get(key), _interval(entry, key)
+    row["linf_mean"], row["num_pairs"] = metric_value(entry, "perturbation.linf_mean"), entry.get("num_pairs")
+    best = metric_value(entry, "detection.best") or {}
+    if best:
+        statistic = max(best, key=lambda name: best[name]["auc"])
+        row["detection_auc"], row["detection_at"] = best[statistic]["auc"], f"{statistic}, σ={best[statistic]['sigma']:g}"
+    return row
+
+
+def matching_table(rows):
+    """(header, body) of the embedding-matching table, one row per model and input."""
+    header = ["model", "input", "zero-shot acc. [95% CI]", "systematic acc. [95% CI]", "target rate",
+              "best detection AUC", "L∞ mean", "pairs"]
+    body = [[row["model_tag"], row["input"], fmt_ci(row["zero_shot_accuracy"], row.get("zero_shot_accuracy_ci"), 3),
+             fmt_ci(row["systematic_accuracy"], row.get("systematic_accuracy_ci"), 3), fmt(row["target_rate"], 3),
+             fmt(row.get("detection_auc"), 3) + (f" ({row['detection_at']})" if row.get("detection_at") else ""),
+             fmt(row["linf_mean"]), str(row.get("num_pairs") or "–")] for row in rows]
+    return header, body
+
+
 # How each evaluation script's metric file becomes a row, by the script its config names.
 READERS = {
     "run_lgip_multi.py": multi_row,
@@ -169,6 +195,7 @@ READERS = {
     "rebuttal_enhanced_lgip_by_transformation.py": enhanced_row,
     "run_compositional.py": compositional_row,
     "run_semantic_certification.py": certification_row,
+    "run_embedding_matching.py": matching_row,
 }
 
 
@@ -780,6 +807,7 @@ def main():
     lgip_rows = [row for row in rows if row.get("kind") is None]
     compositional_rows = [row for row in rows if row.get("kind") == "compositional"]
     certification_rows = [row for row in rows if row.get("kind") == "certification"]
+    matching_rows = [row for row in rows if row.get("kind") == "matching"]
     if lgip_rows:
         print(markdown(*table(lgip_rows)))
     if args.plot_frontier:  # what a plot needs is checked before any file is written
@@ -796,6 +824,10 @@ def main():
         print(("\n" if lgip_rows or compositional_rows else "") + "Semantic certification "
               "(run_semantic_certification.py; extents at budget 0 unless named):\n")
         print(markdown(*certification_table(certification_rows)))
+    if matching_rows:
+        print(("\n" if lgip_rows or compositional_rows or certification_rows else "") + "Zero-shot against systematic accuracy "
+              "(run_embedding_matching.py; detection: matched vs natural images under pixel noise):\n")
+        print(markdown(*matching_table(matching_rows)))
     if args.csv:
         write_csv(args.csv, rows)
         print(f"\nwrote {args.csv}")

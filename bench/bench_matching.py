@@ -1,6 +1,6 @@
 """Batched embedding matching against one pair at a time, side by side in one run.
 
-What it measures, on the tiny open_clip CLIP that lgip_quickstart builds (loaded through
+What it measures, on the tiny open_clip CLIP that lgip.tiny builds (loaded through
 its `openclip:local-dir:` spec, as the script will load it), in the `normalized` box
 with plain descent:
 
@@ -70,25 +70,26 @@ def load_model(args, folder: str):
     import open_clip
     import torch
 
-    import lgip_quickstart
+    from lgip import tiny
 
-    mean, std = lgip_quickstart.OPENCLIP_PREPROCESS_CFG["mean"], lgip_quickstart.OPENCLIP_PREPROCESS_CFG["std"]
+    preprocess_cfg = tiny.openclip_preprocess_cfg(tiny.OPENCLIP_MODEL_CFG["vision_cfg"]["image_size"])
+    mean, std = preprocess_cfg["mean"], preprocess_cfg["std"]
     if args.image_size or args.patch_size:
         from open_clip.model import CLIP
 
-        config = json.loads(json.dumps(lgip_quickstart.OPENCLIP_MODEL_CFG))
+        config = json.loads(json.dumps(tiny.OPENCLIP_MODEL_CFG))
         config["vision_cfg"]["image_size"] = args.image_size or config["vision_cfg"]["image_size"]
         config["vision_cfg"]["patch_size"] = args.patch_size or config["vision_cfg"]["patch_size"]
         torch.manual_seed(args.seed)
         model, name = CLIP(**config), "quickstart tiny CLIP with vision_cfg " + json.dumps(config["vision_cfg"])
     else:
-        spec = args.model or lgip_quickstart.build_tiny_openclip(os.path.join(folder, "tiny-openclip"))
+        spec = args.model or tiny.build_tiny_openclip(os.path.join(folder, "tiny-openclip"))
         if not spec.startswith("openclip:"):
             raise SystemExit(f"error: --model takes an open_clip spec (openclip:...), not {spec!r}")
         model, _, preprocess = open_clip.create_model_and_transforms(spec[len("openclip:"):])
         normalize = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
         mean, std = normalize.mean, normalize.std
-        name = args.model or "tiny open_clip built by lgip_quickstart.build_tiny_openclip"
+        name = args.model or "tiny open_clip built by lgip.tiny.build_tiny_openclip"
     model = model.to(args.device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -48,15 +48,17 @@ class Labelled(NamedTuple):
 
 def read_labelled(path: str, classnames_file: Optional[str] = None, min_classes: int = 1) -> Labelled:
     """Read labelled images from a JSONL file (records with `image_path` and `label`, a
-    class name; other keys ignored; relative paths are relative to the file's folder) or
+    class name; other keys ignored; relative paths are relative to the file's folder; a
+    record whose label is null, as build_base_jsonl.py --labels writes for an image
+    without any instance, is skipped and counted) or
     an ImageFolder directory (one subfolder per class, its image files found recursively
     by extension, in sorted order; hidden folders skipped), told apart by what `path` is.
 
     Class names are the labels found, sorted, or those of `classnames_file` in its order
     (one per line; names no image carries are extra competitors). Raises InputError for a
     missing input, a record without a label or image path, a label that is not in the
-    class names, an empty class list, a class folder without images, or fewer than
-    `min_classes` classes."""
+    class names, an empty class list, a class folder without images, a JSONL without any
+    labelled record, or fewer than `min_classes` classes."""
     named = read_classnames(classnames_file) if classnames_file else None
     if os.path.isdir(path):
         images = _read_image_folder(path, named, classnames_file)
@@ -64,6 +66,8 @@ def read_labelled(path: str, classnames_file: Optional[str] = None, min_classes:
         images = _read_labelled_jsonl(path, named, classnames_file)
     else:
         raise InputError(f"{path}: no such file or folder (expected a labelled JSONL or an image folder)")
+    if not images.image_paths:
+        raise InputError(f"{path}: no labelled image ({images.num_unlabelled} record(s) with a null label)")
     if len(images.classnames) < min_classes:
         origin = classnames_file or path
         raise InputError(f"{origin}: {len(images.classnames)} class(es) ({', '.join(images.classnames)}); "

@@ -36,7 +36,7 @@ def test_jsonl_resolves_paths_and_indexes_labels(tmp_path):
     assert images.image_paths == [str(tmp_path / "images" / "a.png"), absolute, str(tmp_path / "images" / "a.png")]
     assert images.sources[0] == Source(jsonl, 1, "images/a.png") and str(images.sources[1]) == f"{jsonl}:2"
     paths, labels, classnames, sources, num_unlabelled = images   # the five parts, as a tuple
-    assert len(sources) == 3
+    assert len(sources) == 3 and num_unlabelled == 0
 
 
 def test_classnames_file_sets_order_and_extra_competitors(tmp_path):
@@ -61,14 +61,17 @@ def test_jsonl_record_errors_name_file_and_line(tmp_path, record, message):
         read_labelled(jsonl)
 
 
-def test_a_null_label_is_an_unlabelled_image_skipped_and_counted(tmp_path):
-    # build_base_jsonl.py --labels writes "label": null for a COCO image without instances.
-    jsonl = write_jsonl(tmp_path / "set.jsonl", [{"image_path": "a.png", "label": "tench"},
-                                                 {"image_path": "b.png", "label": None},
-                                                 {"image_path": "c.png", "label": "church"}])
+def test_null_labels_are_skipped_and_counted(tmp_path):
+    """build_base_jsonl.py --labels writes `label: null` for a COCO image without any
+    instance: such a record has no class, so it is left out and counted."""
+    jsonl = write_jsonl(tmp_path / "set.jsonl", [{"image_path": "a.png", "label": None},
+                                                 {"image_path": "b.png", "label": "tench", "labels": ["tench"]},
+                                                 {"image_path": "c.png", "label": None}])
     images = read_labelled(jsonl)
-    assert [source.image_path for source in images.sources] == ["a.png", "c.png"]
-    assert images.num_unlabelled == 1 and images.classnames == ["church", "tench"]
+    assert images.labels == [0] and images.num_unlabelled == 2 and images.sources[0].line == 2
+    only_null = write_jsonl(tmp_path / "none.jsonl", [{"image_path": "a.png", "label": None}])
+    with pytest.raises(InputError, match=r"none.jsonl: no labelled image \(1 record\(s\) with a null label\)"):
+        read_labelled(only_null)
 
 
 def test_unknown_label_names_record_and_classnames_file(tmp_path):
