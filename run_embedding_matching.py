@@ -37,7 +37,6 @@ checkpoint folder beside the outputs as they finish: a run killed mid-way, start
 again with the same flags, skips them and writes the same metric file (the folder is
 removed once the metric file is written, unless --keep-checkpoint).
 """
-import argparse
 import hashlib
 import os
 import sys
@@ -47,12 +46,12 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from lgip.cli import positive_int
+from lgip.cli import nonnegative_float, nonnegative_int, positive_float, positive_int
 from lgip.figures import detection_auc
 from lgip.io import InputError, file_sha256
 from lgip.labelled import DEFAULT_TEMPLATE, read_labelled, read_templates
 from lgip.stats import mean_or_none
-from lgip_common import PAPER_MODELS, default_workers, evaluation_arguments, output_base, print_metrics, run_cli, \
+from lgip_common import PAPER_MODELS, check_run_outputs, default_workers, evaluation_arguments, print_metrics, run_cli, \
     write_metric_file
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -89,22 +88,6 @@ HEADLINE = ["zero_shot_accuracy", "systematic_accuracy", "target_rate", "perturb
             "perturbation.psnr_mean", "descent.converged_share"]
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type for counts that may be 0 (--steps, --examples, --jacobian)."""
-    return 0 if text.strip() == "0" else positive_int(text)
-
-
-def positive_float(text: str) -> float:
-    """argparse type for --lr: a finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number greater than 0, got {text}")
-    return value
-
-
 def parse_args(argv=None):
     parser = evaluation_arguments(__doc__, globals(), pairs=False,
                                   input_help="labelled JSONL (image_path, label) or image folder with a subfolder per class")
@@ -115,43 +98,39 @@ def parse_args(argv=None):
     parser.add_argument("--sources-per-class", type=positive_int, default=SOURCES_PER_CLASS, metavar="K",
                         help="source images per class; each is matched to one image of every other class "
                              "(default: %(default)s)")
-    parser.add_argument("--steps", type=non_negative_int, default=STEPS, help="step cap per pair (default: %(default)s)")
+    parser.add_argument("--steps", type=nonnegative_int, default=STEPS, help="step cap per pair (default: %(default)s)")
     parser.add_argument("--lr", type=positive_float, default=LR, help="step size (default: %(default)s)")
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default=OPTIMIZER,
                         help="sgd: the authors' fixed step; adam (default: %(default)s)")
     parser.add_argument("--box", choices=["normalized", "pixel01"], default=BOX,
                         help="normalized: descend on the model-normalised tensor, clamped to its global min and max "
                              "(the authors'); pixel01: on [0, 1] pixels (default: %(default)s)")
-    parser.add_argument("--eps-linf", type=float, default=EPS_LINF,
+    parser.add_argument("--eps-linf", type=positive_float, default=EPS_LINF,
                         help="bound on each element's change, in the box's units (pixels for pixel01)")
     parser.add_argument("--normalize-features", action="store_true", default=NORMALIZE_FEATURES,
                         help="match L2-normalised features instead of raw ones")
-    parser.add_argument("--loss-threshold", type=float, default=LOSS_THRESHOLD,
+    parser.add_argument("--loss-threshold", type=positive_float, default=LOSS_THRESHOLD,
                         help="a pair stops once its squared feature distance is below this and ... "
                              "(default: %(default)s)")
-    parser.add_argument("--cos-threshold", type=float, default=COS_THRESHOLD,
+    parser.add_argument("--cos-threshold", type=nonnegative_float, default=COS_THRESHOLD,
                         help="... its cosine similarity is above this (default: %(default)s)")
-    parser.add_argument("--noise-sigmas", type=float, nargs="+", default=NOISE_SIGMAS, metavar="S",
+    parser.add_argument("--noise-sigmas", type=nonnegative_float, nargs="+", default=NOISE_SIGMAS, metavar="S",
                         help="noise standard deviations in [0, 1] pixels (default: %(default)s)")
     parser.add_argument("--noise-draws", type=positive_int, default=NOISE_DRAWS, metavar="M",
                         help="noisy copies per image and sigma (default: %(default)s)")
     parser.add_argument("--pair-batch-size", type=positive_int, default=PAIR_BATCH_SIZE,
                         help="pairs per forward/backward (default: %(default)s)")
-    parser.add_argument("--jacobian", type=non_negative_int, default=JACOBIAN, metavar="N",
+    parser.add_argument("--jacobian", type=nonnegative_int, default=JACOBIAN, metavar="N",
                         help="Jacobian singular values at the first N pairs' original and matched images, and a "
                              "check of the linear approximation (default: %(default)s)")
-    parser.add_argument("--examples", type=non_negative_int, default=EXAMPLES, metavar="N",
+    parser.add_argument("--examples", type=nonnegative_int, default=EXAMPLES, metavar="N",
                         help="PNGs of the first N pairs (default: %(default)s)")
-    parser.add_argument("--checkpoint-seconds", type=float, default=CHECKPOINT_SECONDS,
+    parser.add_argument("--checkpoint-seconds", type=nonnegative_float, default=CHECKPOINT_SECONDS,
                         help="write finished pairs at most this often (default: %(default)s)")
     parser.add_argument("--keep-checkpoint", action="store_true",
                         help="keep the checkpoint folder after the metric file is written")
     args = parser.parse_args(argv)
     args.input = args.input.rstrip("/\\") or args.input
-    if args.eps_linf is not None and not args.eps_linf > 0:
-        raise InputError(f"--eps-linf {args.eps_linf}: the bound must be greater than 0")
-    if any(not sigma >= 0 for sigma in args.noise_sigmas):
-        raise InputError(f"--noise-sigmas {args.noise_sigmas}: every sigma must be 0 or more")
     if args.seed < 0:
         raise InputError(f"--seed {args.seed}: expected 0 or more")
     return args
@@ -445,8 +424,6 @@ def read_input(args) -> LabelledRun:
 
     labelled = read_labelled(args.input, args.classnames, min_classes=2)
     templates = read_templates(args.templates)
-    if args.limit is not None and args.limit < 1:
-        raise InputError(f"--limit {args.limit}: expected at least 1")
     count = len(labelled.image_paths) if args.limit is None else min(args.limit, len(labelled.image_paths))
     labels = np.asarray(labelled.labels[:count], dtype=np.int64)
     classnames = labelled.classnames
@@ -484,31 +461,30 @@ def read_input(args) -> LabelledRun:
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
+    outputs = check_run_outputs(args, per_model="__MATCHING_{tag}.metrics.json",
+                                combined="__MATCHING_ALL.metrics.json")  # before any work
     run = read_input(args)
     from lgip.engine.settings import EvalSettings
-    from lgip.models import parse_spec
     from lgip.models.base import resolve_device
 
-    specs = [parse_spec(spec) for spec in args.models]  # a typo fails before any work
     settings = EvalSettings.from_args(args)
     device = resolve_device(settings.device)
     read_seconds = time.perf_counter() - started
     classes = len(run.classnames)
     print(f"{len(run.labels)} images in {classes} classes; {len(run.pairs)} pairs "
           f"(up to {args.sources_per_class} source(s) per class x {classes - 1} target classes)")
-    base = output_base(args)
     all_metrics = []
-    for spec in specs:
-        metrics, checkpoint = match_model(spec, args, settings, run, device, base, read_seconds)
+    for spec in outputs.specs:
+        metrics, checkpoint = match_model(spec, args, settings, run, device, outputs.base, read_seconds)
         print_metrics(metrics, HEADLINE)
         print("  detection, best sigma: " + "; ".join(
             f"{name} AUC {entry['auc']:.3f} at {entry['sigma']:g}, TPR at 5% FPR {entry['tpr_at_fpr']:.3f}"
             for name, entry in metrics["detection"]["best"].items()))
-        write_metric_file(f"{base}__MATCHING_{metrics['model_tag']}.metrics.json", metrics)
+        write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
         if not args.keep_checkpoint:
             checkpoint.remove()
         all_metrics.append(metrics)
-    write_metric_file(f"{base}__MATCHING_ALL.metrics.json", all_metrics)
+    write_metric_file(outputs.combined_path, all_metrics)
 
 
 if __name__ == "__main__":
