@@ -851,7 +851,11 @@ def main():
         probes = [ProbeTools("certification", "Semantic certification",
                              "How far an image embedding moves along a text-defined edit before its zero-shot "
                              "prediction changes (run_semantic_certification.py; budget 0).",
-                             certification_table, plot_certified)]
+                             certification_table, plot_certified),
+                  ProbeTools("matching", "Embedding matching",
+                             "Zero-shot against systematic accuracy: images optimised to embed as an image of another "
+                             "class; detection AUC of matched against natural images under pixel noise "
+                             "(run_embedding_matching.py).", matching_table)]
         tools = ReportTools(table=table, compositional_table=compositional_table,
                             plots=[("Invariance–sensitivity frontier", plot_frontier),
                                    ("Positive rate per flip type", plot_types)], probes=probes)
