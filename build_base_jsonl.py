@@ -25,8 +25,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
 from PIL import Image
 from tqdm import tqdm
 
-from lgip.cli import run_cli
-from lgip.io import InputError, atomic_output, refuse_same_path
+from lgip.cli import nonnegative_float, nonnegative_int, positive_float, positive_int, run_cli
+from lgip.io import InputError, atomic_output, check_distinct_outputs, check_output_path
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,8 +99,9 @@ def read_coco_json(path: str, lists: Tuple[str, ...], kind: str) -> Dict[str, An
         raise InputError(f"{path}: expected COCO's {kind} format, a JSON object; got {type(coco).__name__}")
     for key in lists:
         if not isinstance(coco.get(key), list):
-            problem = "has no" if key not in coco else f"has a {type(coco[key]).__name__} for"
-            raise InputError(f"{path}: not COCO's {kind} format: the top-level object {problem} an '{key}' list")
+            problem = (f"has no '{key}' list" if key not in coco
+                       else f"has a {type(coco[key]).__name__} for '{key}', not a list")
+            raise InputError(f"{path}: not COCO's {kind} format: the top-level object {problem}")
     return coco
 
 
@@ -256,7 +257,7 @@ def fetch_image(url: str, dest: str, retries: int, retry_delay: float, timeout: 
         try:
             with atomic_output(dest, "wb") as handle:
                 handle.write(data)
-        except OSError as err:  # a full or read-only disk will not improve on a retry
+        except (OSError, InputError) as err:  # a full or read-only disk will not improve on a retry
             return "failed", f"could not write: {err}"
         return "downloaded", ""
     return "failed", reason
@@ -303,19 +304,6 @@ def check_images(paths: List[str], workers: int) -> List[str]:
 # ---------------------------------------------------------------------------
 
 
-def number(kind: type, minimum: float, strict: bool = False) -> Callable[[str], Any]:
-    """An argparse type: `kind(text)`, refused unless it is at least (or, strict, above) `minimum`."""
-
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if not (value > minimum if strict else value >= minimum):  # a nan fails both tests
-            raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {minimum}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value: 'x'"
-    return parse
-
-
 def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     flag = parser.add_argument
@@ -323,8 +311,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     flag("--images", default=IMAGES_DIR,
          help="folder that holds, or will receive, the COCO images (default: %(default)s)")
     flag("--output", default=OUTPUT_JSONL, help="base JSONL to write (default: %(default)s)")
-    flag("--n", type=number(int, 1), default=N_IMAGES, help="how many images to sample (default: %(default)s)")
-    flag("--seed", type=int, default=SEED,
+    flag("--n", type=positive_int, default=N_IMAGES, help="how many images to sample (default: %(default)s)")
+    flag("--seed", type=nonnegative_int, default=SEED,
          help="seed of the sample; same inputs and seed, same file (default: %(default)s)")
     flag("--labels", nargs="?", const=INSTANCES_JSON, default=None, metavar="INSTANCES_JSON",
          help="add 'label' (the category covering the largest area) and 'labels' (every category present) from "
@@ -335,22 +323,25 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
          help="fetch the sampled images, and only those, from their coco_url into --images; complete files are kept")
     flag("--check-images", action="store_true",
          help="after writing, check that every listed image exists and decodes; exit code 1 if any does not")
-    flag("--workers", type=number(int, 1), default=DOWNLOAD_WORKERS,
+    flag("--workers", type=positive_int, default=DOWNLOAD_WORKERS,
          help="parallel downloads and checks (default: %(default)s)")
-    flag("--retries", type=number(int, 0), default=DOWNLOAD_RETRIES,
+    flag("--retries", type=nonnegative_int, default=DOWNLOAD_RETRIES,
          help="retries of a failed download after the first attempt (default: %(default)s)")
-    flag("--retry-delay", type=number(float, 0), default=DOWNLOAD_RETRY_DELAY,
+    flag("--retry-delay", type=nonnegative_float, default=DOWNLOAD_RETRY_DELAY,
          help="seconds before the first retry, doubling after each (default: %(default)s)")
-    flag("--timeout", type=number(float, 0, strict=True), default=DOWNLOAD_TIMEOUT,
+    flag("--timeout", type=positive_float, default=DOWNLOAD_TIMEOUT,
          help="seconds a download may wait for the server before the attempt fails (default: %(default)s)")
     return parser.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
-    refuse_same_path(args.captions, args.output)
-    if args.labels:
-        refuse_same_path(args.labels, args.output)
+    # Every output is checked before COCO's files are read: a bad place fails in a second.
+    inputs = [args.captions] + ([args.labels] if args.labels else [])
+    check_output_path(args.output, inputs, "--output")
+    if args.download:
+        check_output_path(args.images, inputs + [args.output], "--images", folder=True)
+    check_distinct_outputs([("--output", args.output), ("--images", args.images if args.download else None)])
 
     images, captions_by_image = load_coco_captions(args.captions)
     captions = first_captions(captions_by_image, CAPTIONS_PER_IMAGE)

@@ -18,11 +18,15 @@ import glob
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 import time
 from typing import List
 
+from lgip.cli import nonnegative_int, positive_int, run_cli
+from lgip.io import check_output_path
+from lgip.models.spec import parse_specs
 from lgip.tiny import CAPTIONS, build_tiny_openclip, build_tiny_siglip, draw_images
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -49,7 +53,7 @@ def write_coco_captions(path: str, image_paths: List[str], captions_per_image: i
 
 def run_stage(number: int, total: int, title: str, script: str, *args: str) -> None:
     """Run one pipeline script as a user would, showing the command and its output."""
-    print(f"\n[{number}/{total}] {title}\n$ python {script} {' '.join(args)}", flush=True)
+    print(f"\n[{number}/{total}] {title}\n$ {shlex.join(['python', script, *args])}", flush=True)
     result = subprocess.run([sys.executable, os.path.join(_DIR, script), *args], cwd=_DIR)
     if result.returncode != 0:
         sys.exit(f"quickstart stopped: {script} exited with code {result.returncode}")
@@ -60,13 +64,16 @@ def parse_args():
     parser.add_argument("--output-dir", default=OUTPUT_DIR, help="where everything goes (default: %(default)s)")
     parser.add_argument("--models", nargs="+", metavar="SPEC", default=None,
                         help="evaluate these model specs instead of two tiny random models built here")
-    parser.add_argument("--n-images", type=int, default=N_IMAGES, help="images to draw (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=SEED, help="seed of the drawn images and captions (default: %(default)s)")
+    parser.add_argument("--n-images", type=positive_int, default=N_IMAGES, help="images to draw (default: %(default)s)")
+    parser.add_argument("--seed", type=nonnegative_int, default=SEED, help="seed of the drawn images and captions (default: %(default)s)")
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    check_output_path(args.output_dir, [], "--output-dir", folder=True)  # before a minute of work
+    if args.models:
+        parse_specs(args.models)
     started = time.perf_counter()
     out = os.path.abspath(args.output_dir)
     images_dir, captions_json = os.path.join(out, "train2017"), os.path.join(out, "annotations", "captions_train2017.json")
@@ -128,4 +135,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

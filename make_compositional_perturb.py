@@ -23,7 +23,7 @@ import random
 import time
 
 from lgip.cli import positive_int, run_cli
-from lgip.io import iter_jsonl
+from lgip.io import check_output_path, iter_jsonl
 from lgip.perturb import (ORDER_MAX_WORDS, ORDER_NORMALISATION, TAGGERS, compositional_swaps, default_output_path,
                           generate_file, generator_arguments, make_tagger, normalise_caption, order_shuffles,
                           print_compositional_summary)
@@ -64,7 +64,8 @@ def perturb_captions(captions, tagger, rng, counts, redraws=ORDER_REDRAWS, max_w
 
 
 def parse_args():
-    parser = generator_arguments(__doc__, INPUT_JSONL, OUTPUT_PATTERN, SEED, rules=None)
+    parser = generator_arguments(__doc__, INPUT_JSONL, OUTPUT_PATTERN, SEED, rules=None,
+                                 input_help="perturbed JSONL (same_caps/diff_caps, for triples) or base JSONL")
     parser.add_argument("--tagger", choices=TAGGERS, default=TAGGER,
                         help="part-of-speech tagger: lexicon (offline, lemminflect) or spacy (en_core_web_sm, as ARO; "
                              "needs spaCy and the model) (default: %(default)s)")
@@ -78,7 +79,8 @@ def parse_args():
 def main():
     args = parse_args()
     tagger = make_tagger(args.tagger)  # a missing spaCy fails here, before any output
-    output_path = args.output or default_output_path(args.input, OUTPUT_PATTERN)
+    output_path = args.output or default_output_path(args.input, OUTPUT_PATTERN, args.limit)
+    check_output_path(output_path, [args.input], "--output")  # before the input is read
     _line, first = next(iter_jsonl(args.input))
     if "same_caps" not in first:
         print(f"note: {args.input} has no 'same_caps': order and swap probes only; for hard-positive triples run "

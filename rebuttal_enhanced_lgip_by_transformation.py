@@ -18,8 +18,8 @@ import numpy as np
 
 from lgip.engine import record_ids
 from lgip.stats import mean_or_none
-from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
-                         run_cli, write_metric_file)
+from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments,
+                         print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes.jsonl")
@@ -142,8 +142,10 @@ def strength_analysis(scores, bootstrap):
 def main():
     parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
+    outputs = check_run_outputs(args, combined="__ENHANCED_LGIP_analysis.json")
     all_results = []
-    for result in evaluate(args, variant_groups, strength_analysis, "rebuttal_enhanced_lgip_by_transformation.py"):
+    for result in evaluate(args, variant_groups, strength_analysis, "rebuttal_enhanced_lgip_by_transformation.py",
+                           outputs):
         print_metrics(result, ["global_invariance_error_mean", "paraphrase_simple_inv_error_mean",
                                "paraphrase_advanced_inv_error_mean"])
         sensitivity, strength = result["global_sensitivity"], result["global_strength"]
@@ -154,7 +156,7 @@ def main():
             print(f"  [{flip_type}] n={overall['count']} gap={overall['gap_mean']} pos={overall['pos_rate']} "
                   f"w_gap={overall['w_gap_mean']}")
         all_results.append(result)
-    write_metric_file(f"{output_base(args)}__ENHANCED_LGIP_analysis.json", all_results)
+    write_metric_file(outputs.combined_path, all_results)
 
 
 if __name__ == "__main__":

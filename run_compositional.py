@@ -25,8 +25,8 @@ from lgip.engine import record_ids
 from lgip.io import InputError
 from lgip.perturb import ORDER_TYPES, SWAP_TYPES
 from lgip.stats import mean_or_none
-from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
-                         run_cli, write_metric_file)
+from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments,
+                         print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes_with_compositional.jsonl")
@@ -200,10 +200,10 @@ def compositional_metrics(scores, bootstrap):
 def main():
     parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
-    base = output_base(args)
-    for metrics in evaluate(args, variant_groups, compositional_metrics, "run_compositional.py"):
+    outputs = check_run_outputs(args, per_model="__COMPOSITIONAL_{tag}.metrics.json")
+    for metrics in evaluate(args, variant_groups, compositional_metrics, "run_compositional.py", outputs):
         print_metrics(metrics, HEADLINE + [f"blind.{key}" for key in HEADLINE])
-        write_metric_file(f"{base}__COMPOSITIONAL_{metrics['model_tag']}.metrics.json", metrics)
+        write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import os
 from lgip.engine import record_ids
 from lgip.engine.plan import TYPED_FLIP_PREFIX
 from lgip.stats import gap_summary, mean_or_none
-from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
-                         run_cli, write_metric_file)
+from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments,
+                         print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_fliptypes.jsonl")
@@ -64,13 +64,14 @@ def fliptype_metrics(scores, bootstrap):
 def main():
     parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
+    outputs = check_run_outputs(args, combined="__LGIP_fliptypes.metrics.json")
     all_metrics = []
-    for metrics in evaluate(args, variant_groups, fliptype_metrics, "run_lgip_by_fliptype.py"):
+    for metrics in evaluate(args, variant_groups, fliptype_metrics, "run_lgip_by_fliptype.py", outputs):
         print_metrics(metrics, ["invariance_error_mean"])
         for name, summary in [("global", metrics["global_sensitivity"]), *metrics["by_flip_type"].items()]:
             print(f"  {name:>8}: gap_mean={summary['gap_mean']}, pos_rate={summary['pos_rate']}, count={summary['count']}")
         all_metrics.append(metrics)
-    write_metric_file(f"{output_base(args)}__LGIP_fliptypes.metrics.json", all_metrics)
+    write_metric_file(outputs.combined_path, all_metrics)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import os
 
 from lgip.engine import record_ids
 from lgip.stats import gap_summary, mean_or_none
-from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
-                         run_cli, write_metric_file)
+from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments,
+                         print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_perturb.jsonl")
@@ -59,16 +59,16 @@ def lgip_metrics(scores, bootstrap):
 def main():
     parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
-    base = output_base(args)
+    outputs = check_run_outputs(args, per_model="__LGIP_{tag}.metrics.json", combined="__LGIP_ALL.metrics.json")
     all_metrics = []
-    for metrics in evaluate(args, variant_groups, lgip_metrics, "run_lgip_multi.py"):
+    for metrics in evaluate(args, variant_groups, lgip_metrics, "run_lgip_multi.py", outputs):
         print_metrics(metrics, HEADLINE)
         retrieval = metrics["retrieval"]
         print(f"  retrieval R@1/5/10: image->text {'/'.join(f'{v:.3f}' for v in retrieval['image_to_text'].values())}, "
               f"text->image {'/'.join(f'{v:.3f}' for v in retrieval['text_to_image'].values())}")
-        write_metric_file(f"{base}__LGIP_{metrics['model_tag']}.metrics.json", metrics)
+        write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
         all_metrics.append(metrics)
-    write_metric_file(f"{base}__LGIP_ALL.metrics.json", all_metrics)
+    write_metric_file(outputs.combined_path, all_metrics)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ import argparse
 import os
 import random
 
-from lgip.cli import run_cli
+from lgip.cli import nonnegative_int, positive_int, run_cli
 from lgip.engine import Caption, EvalSettings, PairPlan, score_plan
 from lgip.io import InputError, check_captions, iter_jsonl, resolve_image_path
-from lgip.models import PRECISIONS, load_model
+from lgip.models import PRECISIONS, load_model, parse_spec
 from lgip.models.base import resolve_device
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -29,9 +29,12 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default=JSONL_PATH, help="perturbed JSONL (default: %(default)s)")
     parser.add_argument("--model", default=MODEL, help="model spec, as in the other scripts (default: %(default)s)")
-    parser.add_argument("--num-examples", type=int, default=NUM_EXAMPLES, help="records to show (default: %(default)s)")
-    parser.add_argument("--max-flips", type=int, default=MAX_FLIPS_PER_CAP, help="flips shown per caption (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=SEED, help="which records and captions are drawn (default: %(default)s)")
+    parser.add_argument("--num-examples", type=positive_int, default=NUM_EXAMPLES,
+                        help="records to show (default: %(default)s)")
+    parser.add_argument("--max-flips", type=positive_int, default=MAX_FLIPS_PER_CAP,
+                        help="flips shown per caption (default: %(default)s)")
+    parser.add_argument("--seed", type=nonnegative_int, default=SEED,
+                        help="which records and captions are drawn (default: %(default)s)")
     parser.add_argument("--device", default=DEVICE, help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="(default: %(default)s)")
     parser.add_argument("--siglip-padding", choices=["max_length", "longest"], default="max_length",
@@ -84,8 +87,7 @@ def score_examples(args, examples, padding, device):
 
 def main():
     args = parse_args()
-    if args.num_examples < 1:
-        raise InputError(f"--num-examples {args.num_examples}: expected at least 1")
+    parse_spec(args.model)  # a typo in the spec fails before the file is read
     device = resolve_device(args.device)
     examples = select_examples(args.input, args.num_examples, args.max_flips, random.Random(args.seed))
     if not examples:

@@ -91,7 +91,7 @@ import numpy as np  # noqa: E402  (after the path is set)
 
 import diff_gen_caption  # noqa: E402
 import lgip.perturb  # noqa: E402
-from lgip.cli import default_workers, run_cli  # noqa: E402
+from lgip.cli import default_workers, nonnegative_int, positive_int, run_cli  # noqa: E402
 from lgip.engine import EvalSettings, build_plan, evaluate_models  # noqa: E402
 from lgip.engine.cache import ShardStore, library_versions  # noqa: E402
 from lgip.engine.embed import encode_images, encode_text_units, tokenize_all  # noqa: E402
@@ -777,8 +777,8 @@ def check_targets(figures: dict, n: int) -> list:
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=N_RECORDS, help="records (images) in the synthetic set (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=SEED, help="seed of the captions and images (default: %(default)s)")
+    parser.add_argument("--n", type=positive_int, default=N_RECORDS, help="records (images) in the synthetic set (default: %(default)s)")
+    parser.add_argument("--seed", type=nonnegative_int, default=SEED, help="seed of the captions and images (default: %(default)s)")
     parser.add_argument("--workdir", default=None,
                         help="folder for data, model, cache and profiles; kept, and its data reused when --n and "
                              "--seed match (default: a temporary folder, removed at the end)")
@@ -789,27 +789,27 @@ def parse_args():
     parser.add_argument("--device", default=DEVICE, help="torch device for every stage (default: %(default)s)")
     parser.add_argument("--precision", default=PRECISION, choices=["fp32", "fp16", "bf16", "amp"],
                         help="the engine's precision (the baseline stays fp32, as the release) (default: %(default)s)")
-    parser.add_argument("--process-n", type=int, default=PROCESS_N,
+    parser.add_argument("--process-n", type=nonnegative_int, default=PROCESS_N,
                         help="records of the whole-process runs, on data of their own; 0 skips them "
                              "(default: %(default)s)")
     parser.add_argument("--release-loop", default=None, metavar="JSONL", help=argparse.SUPPRESS)
-    parser.add_argument("--embed-dim", type=int, default=EMBED_DIM, help="tiny model: embedding size (default: %(default)s)")
-    parser.add_argument("--width", type=int, default=WIDTH,
+    parser.add_argument("--embed-dim", type=positive_int, default=EMBED_DIM, help="tiny model: embedding size (default: %(default)s)")
+    parser.add_argument("--width", type=positive_int, default=WIDTH,
                         help="tiny model: width of both towers (default: %(default)s)")
-    parser.add_argument("--layers", type=int, default=LAYERS,
+    parser.add_argument("--layers", type=positive_int, default=LAYERS,
                         help="tiny model: layers of both towers (default: %(default)s)")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated stages to run, of {','.join(STAGES)} (default: all). fliptype after "
                              "multi uses the cache multi filled; alone it starts from an empty cache")
     parser.add_argument("--skip-baseline", action="store_true", help="drop the baseline stage (slow for large --n)")
-    parser.add_argument("--workers", type=int, default=WORKERS,
+    parser.add_argument("--workers", type=nonnegative_int, default=WORKERS,
                         help="DataLoader workers for the engine stages (default: %(default)s, lgip.cli.default_workers())")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="engine: images per batch (default: %(default)s)")
-    parser.add_argument("--text-batch-size", type=int, default=TEXT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="engine: images per batch (default: %(default)s)")
+    parser.add_argument("--text-batch-size", type=positive_int, default=TEXT_BATCH_SIZE,
                         help="engine: texts per batch (default: %(default)s)")
-    parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP,
+    parser.add_argument("--bootstrap", type=nonnegative_int, default=BOOTSTRAP,
                         help="engine: bootstrap resamples, timed with the stage (default: %(default)s)")
-    parser.add_argument("--cache-shard-rows", type=int, default=CACHE_SHARD_ROWS,
+    parser.add_argument("--cache-shard-rows", type=positive_int, default=CACHE_SHARD_ROWS,
                         help="engine: embeddings per cache file (default: %(default)s)")
     parser.add_argument("--isolate", action="store_true",
                         help="run each stage in a fresh Python process (spawned; the cache carries over on disk), so "

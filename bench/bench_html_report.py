@@ -50,6 +50,7 @@ for folder in (REPO, os.path.join(REPO, "bench")):
 
 from bench_eval import (COLORS, IMAGE_SIZES, NOISE_AMPLITUDE, NUMBERS, OBJECTS, draw_image,  # noqa: E402
                         machine_busy_seconds, make_caption, repository_version)
+from lgip.cli import positive_int  # noqa: E402
 from lgip.engine.dump import PairDump  # noqa: E402
 
 ROWS = 10_000_000
@@ -199,8 +200,8 @@ def time_report(command: list) -> tuple:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=ROWS, help="pair rows in the dump, all models (default: %(default)s)")
-    parser.add_argument("--examples", type=int, default=EXAMPLES, help="--examples K (default: %(default)s)")
+    parser.add_argument("--rows", type=positive_int, default=ROWS, help="pair rows in the dump, all models (default: %(default)s)")
+    parser.add_argument("--examples", type=positive_int, default=EXAMPLES, help="--examples K (default: %(default)s)")
     parser.add_argument("--workdir", default=None, help="keep everything here instead of a temporary folder")
     args = parser.parse_args()
     per_image = len(MODELS) * CAPTIONS_PER_IMAGE * (PARAPHRASES_PER_CAPTION + len(FLIP_TYPES))

@@ -1,6 +1,6 @@
 """Batched embedding matching against one pair at a time, side by side in one run.
 
-What it measures, on the tiny open_clip CLIP that lgip_quickstart builds (loaded through
+What it measures, on the tiny open_clip CLIP that lgip.tiny builds (loaded through
 its `openclip:local-dir:` spec, as the script will load it), in the `normalized` box
 with plain descent:
 
@@ -45,6 +45,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from lgip.cli import nonnegative_int, positive_int  # noqa: E402  (after the path is set)
+
 PAIRS = 32
 STEPS = 30
 LR = 1.0
@@ -68,25 +70,26 @@ def load_model(args, folder: str):
     import open_clip
     import torch
 
-    import lgip_quickstart
+    from lgip import tiny
 
-    mean, std = lgip_quickstart.OPENCLIP_PREPROCESS_CFG["mean"], lgip_quickstart.OPENCLIP_PREPROCESS_CFG["std"]
+    preprocess_cfg = tiny.openclip_preprocess_cfg(tiny.OPENCLIP_MODEL_CFG["vision_cfg"]["image_size"])
+    mean, std = preprocess_cfg["mean"], preprocess_cfg["std"]
     if args.image_size or args.patch_size:
         from open_clip.model import CLIP
 
-        config = json.loads(json.dumps(lgip_quickstart.OPENCLIP_MODEL_CFG))
+        config = json.loads(json.dumps(tiny.OPENCLIP_MODEL_CFG))
         config["vision_cfg"]["image_size"] = args.image_size or config["vision_cfg"]["image_size"]
         config["vision_cfg"]["patch_size"] = args.patch_size or config["vision_cfg"]["patch_size"]
         torch.manual_seed(args.seed)
         model, name = CLIP(**config), "quickstart tiny CLIP with vision_cfg " + json.dumps(config["vision_cfg"])
     else:
-        spec = args.model or lgip_quickstart.build_tiny_openclip(os.path.join(folder, "tiny-openclip"))
+        spec = args.model or tiny.build_tiny_openclip(os.path.join(folder, "tiny-openclip"))
         if not spec.startswith("openclip:"):
             raise SystemExit(f"error: --model takes an open_clip spec (openclip:...), not {spec!r}")
         model, _, preprocess = open_clip.create_model_and_transforms(spec[len("openclip:"):])
         normalize = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
         mean, std = normalize.mean, normalize.std
-        name = args.model or "tiny open_clip built by lgip_quickstart.build_tiny_openclip"
+        name = args.model or "tiny open_clip built by lgip.tiny.build_tiny_openclip"
     model = model.to(args.device).eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -192,19 +195,19 @@ def memory(spec_args: list, args) -> list:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="open_clip spec (default: the quickstart's tiny CLIP, built here)")
-    parser.add_argument("--image-size", type=int, default=None, help="the tiny CLIP with this image size instead")
-    parser.add_argument("--patch-size", type=int, default=None, help="the tiny CLIP with this patch size instead")
+    parser.add_argument("--image-size", type=positive_int, default=None, help="the tiny CLIP with this image size instead")
+    parser.add_argument("--patch-size", type=positive_int, default=None, help="the tiny CLIP with this patch size instead")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=THREADS, help="torch intra-op threads")
-    parser.add_argument("--pairs", type=int, default=PAIRS)
-    parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--repeats", type=int, default=REPEATS)
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--pair-batch-size", type=int, nargs="+", default=PAIR_BATCH_SIZES,
+    parser.add_argument("--threads", type=positive_int, default=THREADS, help="torch intra-op threads")
+    parser.add_argument("--pairs", type=positive_int, default=PAIRS)
+    parser.add_argument("--steps", type=positive_int, default=STEPS)
+    parser.add_argument("--repeats", type=positive_int, default=REPEATS)
+    parser.add_argument("--seed", type=nonnegative_int, default=SEED)
+    parser.add_argument("--pair-batch-size", type=positive_int, nargs="+", default=PAIR_BATCH_SIZES,
                         help="pool sizes for the memory measurement")
-    parser.add_argument("--memory-pairs", type=int, default=MEMORY_PAIRS)
-    parser.add_argument("--memory-steps", type=int, default=MEMORY_STEPS)
-    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-pairs", type=positive_int, default=MEMORY_PAIRS)
+    parser.add_argument("--memory-steps", type=positive_int, default=MEMORY_STEPS)
+    parser.add_argument("--memory-child", type=positive_int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

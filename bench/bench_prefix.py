@@ -40,7 +40,7 @@ for folder in (REPO, BENCH):
 
 import bench_eval  # noqa: E402  (after the path is set)
 import run_lgip_multi  # noqa: E402
-from lgip.cli import positive_int  # noqa: E402
+from lgip.cli import nonnegative_int, positive_int  # noqa: E402
 from lgip.engine import build_plan  # noqa: E402
 from lgip.engine.embed import tokenize_all  # noqa: E402
 from lgip.models import load_model, prefix  # noqa: E402
@@ -131,7 +131,8 @@ def parse_args():
                         help="max nodes per pack to sweep, comma-separated (default: %(default)s)")
     parser.add_argument("--nodes-per-batch", type=positive_int, default=prefix.NODES_PER_BATCH,
                         help="nodes run through the blocks per call (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=nonnegative_int, default=0,
+                        help="torch CPU threads; 0 leaves torch's choice (default: %(default)s)")
     return parser.parse_args()
 
 

@@ -23,6 +23,7 @@ if REPO not in sys.path:
 
 import make_perturb_with_fliptypes  # noqa: E402  (after the path is set)
 import rebuttal_enhanced_perturb_with_fliptypes  # noqa: E402
+from lgip.cli import nonnegative_int  # noqa: E402
 from lgip.io import check_captions, iter_jsonl  # noqa: E402
 from lgip.perturb import FLIP_WORD_LISTS, RULE_SETS  # noqa: E402
 
@@ -69,7 +70,7 @@ def cell(texts: list) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default=INPUT_JSONL, help="base JSONL (default: the test sample)")
-    parser.add_argument("--examples", type=int, default=EXAMPLES, help=f"example captions shown (default {EXAMPLES})")
+    parser.add_argument("--examples", type=nonnegative_int, default=EXAMPLES, help=f"example captions shown (default {EXAMPLES})")
     args = parser.parse_args()
     paper, v2 = figures(args.input, "paper"), figures(args.input, "v2")
     total = paper["captions"]

@@ -7,6 +7,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+# The evaluation scripts give no interval to a metric over fewer images than this:
+# resampling one or two images gives [x, x] or noise, which reads as certainty.
+MIN_RECORDS_FOR_INTERVAL = 5
+
 def mean_or_none(values) -> Optional[float]:
     """The mean as a float, None for no values (the release's convention)."""
     return float(values.astype("float64").mean()) if len(values) else None
@@ -21,13 +25,16 @@ def gap_summary(gaps) -> Dict[str, Any]:
 class Bootstrap:
     """95% percentile intervals for pooled means, resampling images (records) with
     replacement. Register each metric's per-pair values and records; `intervals()`
-    computes all of them from the same resamples, as matrix products."""
+    computes all of them from the same resamples, as matrix products. A metric over
+    fewer than `min_records` images gets None (the scripts ask for
+    MIN_RECORDS_FOR_INTERVAL)."""
 
-    def __init__(self, num_records: int, resamples: int, seed: int):
-        self.num_records, self.resamples, self.seed = num_records, resamples, seed
+    def __init__(self, num_records: int, resamples: int, seed: int, min_records: int = 1):
+        self.num_records, self.resamples, self.seed, self.min_records = num_records, resamples, seed, min_records
         self.names: List[str] = []
         self._sums: List[Any] = []
         self._counts: List[Any] = []
+        self._records: List[int] = []  # distinct images behind each metric
 
     def add(self, name: str, values, records, weights=None) -> None:
         """Register the pooled mean of `values` (weighted by `weights` when given) over
@@ -36,6 +43,7 @@ class Bootstrap:
         self.names.append(name)
         self._sums.append(np.bincount(records, weights=weights * values.astype(np.float64), minlength=self.num_records))
         self._counts.append(np.bincount(records, weights=weights, minlength=self.num_records))
+        self._records.append(int(np.count_nonzero(self._counts[-1])))
 
     def intervals(self, chunk: int = 100) -> Dict[str, Optional[List[float]]]:
 
@@ -54,5 +62,6 @@ class Bootstrap:
         result = {}
         for column, name in enumerate(self.names):
             finite = stats[:, column][np.isfinite(stats[:, column])]
-            result[name] = [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))] if len(finite) else None
+            enough = len(finite) and self._records[column] >= self.min_records
+            result[name] = [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))] if enough else None
         return result

@@ -313,7 +313,8 @@ def embed_text_units(model: "VisionLanguageModel", texts: List[str], store: Shar
 def cache_stores(model: "VisionLanguageModel", settings: EvalSettings):
     """(image store, text store) of `model` under `settings.cache_dir` (stores that keep
     nothing when the cache is off), keyed by everything that changes an embedding."""
-    folder, keyed_settings = cache_folder(settings.cache_dir, model.spec.tag,
+    # Named by the spec's own tag, not the run's: a model finds its cache whatever a run calls it.
+    folder, keyed_settings = cache_folder(settings.cache_dir, model.spec.default_tag,
                                           {**model.settings(), "device": model.device.split(":")[0]})
     return (ShardStore(folder, "images", settings.cache_shard_rows, keyed_settings),
             ShardStore(folder, "texts", settings.cache_shard_rows, keyed_settings))

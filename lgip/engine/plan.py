@@ -21,6 +21,7 @@ from lgip.io import InputError, check_captions, iter_jsonl, resolve_image_path, 
 
 VariantGroups = List[List[Tuple[str, str]]]
 TYPED_FLIP_PREFIX = "diff_caps_"
+CAPTIONS_PER_RECORD = 5  # the release's records hold COCO's first five captions
 
 
 def split_kind(kind: str) -> Tuple[str, str]:
@@ -121,6 +122,11 @@ class PairPlan:
         self.pair_kind = array.array("h")
         self.pair_group = array.array("i")
         self.num_groups = 0
+        self.source_path: Optional[str] = None  # the JSONL, for FILE:LINE in messages
+        # Lines of records with fewer than CAPTIONS_PER_RECORD captions, and (line,
+        # caption index) of empty captions: scored as given, counted and reported.
+        self.short_records: List[int] = []
+        self.empty_captions: List[Tuple[int, int]] = []
 
     def _intern_text(self, text: str) -> int:
         index = self._text_index.get(text)
@@ -199,10 +205,13 @@ class PairPlan:
 
 
 def build_plan(jsonl_path: str, variant_groups: Callable[[Caption], VariantGroups],
-               limit: Optional[int] = None) -> PairPlan:
+               limit: Optional[int] = None, strict: bool = False) -> PairPlan:
     """Stream the JSONL and record every pair `variant_groups(caption)` names for each
-    caption. Bad records raise InputError with file and line."""
+    caption. Bad records raise InputError with file and line. Records with fewer than
+    five captions and empty captions are scored and counted (`short_records`,
+    `empty_captions`); with `strict` the first of them is an InputError."""
     plan = PairPlan()
+    plan.source_path = jsonl_path
     for line_no, record in iter_jsonl(jsonl_path):
         if limit is not None and plan.num_records >= limit:
             break
@@ -210,6 +219,16 @@ def build_plan(jsonl_path: str, variant_groups: Callable[[Caption], VariantGroup
         if not isinstance(image_path, str) or not image_path:
             raise InputError(f"{where(jsonl_path, line_no)}: record has no 'image_path' string")
         captions = check_captions(record, jsonl_path, line_no)
+        if len(captions) < CAPTIONS_PER_RECORD:
+            if strict:
+                raise InputError(f"{where(jsonl_path, line_no)}: record has {len(captions)} caption(s), fewer than "
+                                 f"{CAPTIONS_PER_RECORD} (--strict)")
+            plan.short_records.append(line_no)
+        for index, caption in enumerate(captions):
+            if not caption.strip():
+                if strict:
+                    raise InputError(f"{where(jsonl_path, line_no)}: caption {index} is empty (--strict)")
+                plan.empty_captions.append((line_no, index))
         groups = [variant_groups(Caption(record, str(index), text, jsonl_path, line_no))
                   for index, text in enumerate(captions)]
         plan.add_record(line_no, resolve_image_path(image_path, jsonl_path), captions, groups, record.get("image_id"))

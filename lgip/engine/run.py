@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from lgip.engine.cache import library_versions
 from lgip.engine.dump import PairDump
-from lgip.engine.plan import Caption, PairPlan, VariantGroups, build_plan
-from lgip.engine.scores import Scores, run_facts, score_plan
+from lgip.engine.plan import CAPTIONS_PER_RECORD, Caption, PairPlan, VariantGroups, build_plan
+from lgip.engine.scores import Scores, image_failures_message, run_facts, score_plan
 from lgip.engine.settings import EvalSettings
 from lgip.engine.warm import StaleRecord, load_for_record, model_for_run, write_record
-from lgip.io import InputError, file_sha256, where
-from lgip.models import ModelSpec, parse_spec
+from lgip.io import InputError, file_sha256, refuse_inputs, where
+from lgip.models import ModelSpec, parse_specs
 from lgip.models.device import resolve_device
-from lgip.stats import Bootstrap
+from lgip.stats import MIN_RECORDS_FOR_INTERVAL, Bootstrap
 
 if TYPE_CHECKING:
     from lgip.models.base import VisionLanguageModel
@@ -53,8 +53,12 @@ def evaluate_models(settings: EvalSettings, model_specs: List[str], input_path: 
     started = time.perf_counter()
     if settings.limit is not None and settings.limit < 1:
         raise InputError(f"--limit {settings.limit}: expected at least 1")
-    specs = [parse_spec(spec) for spec in model_specs]  # a typo fails before any work
-    plan = build_plan(input_path, variant_groups, settings.limit)
+    specs = parse_specs(model_specs)  # a typo fails before any work; tags unique in the run
+    plan = build_plan(input_path, variant_groups, settings.limit, settings.strict)
+    if dump_path:
+        refuse_inputs(dump_path, plan.images, "--dump-pairs")
+    check_images_exist(plan, input_path, settings.strict)
+    warn_about_captions(plan, input_path)
     input_sha256 = file_sha256(input_path)
     read_seconds = time.perf_counter() - started
     device = resolve_device(settings.device)
@@ -64,6 +68,30 @@ def evaluate_models(settings: EvalSettings, model_specs: List[str], input_path: 
                                  compute_metrics, script, dump)
     if dump_path:
         print(f"wrote {dump_path} (one row per scored pair)")
+
+
+def check_images_exist(plan: PairPlan, input_path: str, strict: bool) -> None:
+    """With --strict, a missing image file stops the run before any model is loaded."""
+    if not strict:
+        return
+    missing = [index for index, path in enumerate(plan.images) if not os.path.isfile(path)]
+    if missing:
+        first = missing[0]
+        raise InputError(f"{where(input_path, plan.image_lines[first])}: image {plan.images[first]} could not be read "
+                         f"(no such file); {len(missing)} image file(s) missing in all")
+
+
+def warn_about_captions(plan: PairPlan, input_path: str) -> None:
+    """One warning each for records with fewer than five captions and for empty
+    captions: they are scored as given, as images that fail are skipped, with a count."""
+    if plan.short_records:
+        print(f"warning: {where(input_path, plan.short_records[0])}: record has fewer than {CAPTIONS_PER_RECORD} "
+              f"captions; {len(plan.short_records)} such record(s), scored as they are (--strict makes this an error)",
+              file=sys.stderr)
+    if plan.empty_captions:
+        line_no, index = plan.empty_captions[0]
+        print(f"warning: {where(input_path, line_no)}: caption {index} is empty; {len(plan.empty_captions)} empty "
+              f"caption(s), scored as they are (--strict makes this an error)", file=sys.stderr)
 
 
 def evaluate_model(settings: EvalSettings, spec: ModelSpec, plan: PairPlan, device: str, input_path: str,
@@ -80,18 +108,13 @@ def evaluate_model(settings: EvalSettings, spec: ModelSpec, plan: PairPlan, devi
         model, weights = load_for_record(settings, spec, device)
         timings["load_model"] += time.perf_counter() - started
         scores = score_plan(model, plan, settings, timings)
-    if scores.failures:
-        first_index, first_reason = sorted(scores.failures.items())[0]
-        message = (f"{where(input_path, plan.image_lines[first_index])}: image {plan.images[first_index]} "
-                   f"could not be read ({first_reason})")
-        if settings.strict:
-            raise InputError(message + f"; {len(scores.failures)} image(s) failed in all")
-        print(f"warning: {message}; {len(scores.failures)} image(s) skipped with their records "
-              f"(--strict makes this an error)", file=sys.stderr)
+    if scores.failures:  # with --strict, score_plan has stopped already
+        print(f"warning: {image_failures_message(plan, scores.failures)}; {len(scores.failures)} image(s) skipped "
+              f"with their records (--strict makes this an error)", file=sys.stderr)
     if not scores.record_valid.any():
         raise InputError(f"{input_path}: no record has a readable image and a caption")
     started = time.perf_counter()
-    bootstrap = Bootstrap(scores.num_samples(), settings.bootstrap, settings.seed)
+    bootstrap = Bootstrap(scores.num_samples(), settings.bootstrap, settings.seed, MIN_RECORDS_FOR_INTERVAL)
     metrics = {"model_tag": spec.tag, **compute_metrics(scores, bootstrap)}
     metrics["ci95"] = bootstrap.intervals()
     metrics.update(run_facts(scores, plan.pairs_of("same")))

@@ -13,7 +13,7 @@ import numpy as np
 from lgip.engine.embed import TokenTable, cache_stores, embed_text_units, encode_images
 from lgip.engine.plan import PairPlan
 from lgip.engine.settings import EvalSettings
-from lgip.io import InputError
+from lgip.io import InputError, where
 from lgip.retrieval import retrieval_recalls
 
 if TYPE_CHECKING:
@@ -91,6 +91,8 @@ def score_plan(model: "VisionLanguageModel", plan: PairPlan, settings: EvalSetti
     image_embeddings, failures = encode_images(model, plan.images, image_store, settings.batch_size, settings.workers,
                                                settings.progress)
     timings["images"] = time.perf_counter() - started
+    if failures and settings.strict:  # before a single text is encoded
+        raise InputError(image_failures_message(plan, failures) + f"; {len(failures)} image(s) failed in all")
     if plan.images and len(failures) == len(plan.images):
         first_index, first_reason = min(failures.items())
         raise InputError(f"{plan.images[first_index]}: none of the {len(plan.images)} images could be read "
@@ -121,6 +123,13 @@ def score_plan(model: "VisionLanguageModel", plan: PairPlan, settings: EvalSetti
                   tokens, failures)
 
 
+def image_failures_message(plan: PairPlan, failures: Dict[int, str]) -> str:
+    """`FILE:LINE: image PATH could not be read (why)` for the first failed image."""
+    first_index, first_reason = min(failures.items())
+    place = where(plan.source_path, plan.image_lines[first_index]) if plan.source_path else plan.images[first_index]
+    return f"{place}: image {plan.images[first_index]} could not be read ({first_reason})"
+
+
 def record_ids(scores: Scores, mask):
     """Compact record numbers (0..valid records-1) of the masked pairs, for Bootstrap."""
     compact = np.cumsum(scores.record_valid) - 1
@@ -146,6 +155,8 @@ def run_facts(scores: Scores, paraphrase_mask) -> Dict[str, Any]:
                            for i, reason in skipped[:20]],
         "num_truncated_texts": int(scores.tokens.truncated[used_texts].sum()),
         "num_trivially_invariant_pairs": trivially_invariant_pairs(scores, paraphrase_mask & scores.pair_valid),
+        "num_records_with_few_captions": len(plan.short_records),
+        "num_empty_captions": len(plan.empty_captions),
     }
 
 

@@ -45,7 +45,8 @@ def record_path(settings: EvalSettings, spec: ModelSpec, device: str) -> Tuple[s
 
 def load_options(settings: EvalSettings) -> Dict[str, Any]:
     """The backend options a run's settings ask for."""
-    return {"siglip_padding": settings.siglip_padding, "prefix_sharing": settings.prefix_sharing}
+    return {"siglip_padding": settings.siglip_padding, "prefix_sharing": settings.prefix_sharing,
+            "progress": settings.progress}
 
 
 def _weights_now(spec: ModelSpec):

@@ -6,9 +6,13 @@ prefixes computed once (`prefix_sharing`, on by default).
 """
 from __future__ import annotations
 
+import contextlib
+
+import huggingface_hub.utils as hub_bars
 import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from lgip.io import InputError
 from lgip.models.base import TORCH_DTYPES, TokenBatch, VisionLanguageModel, unit_rows, weights_fingerprint
@@ -31,18 +35,38 @@ def _features(output):
     return output if hasattr(output, "dim") else output.pooler_output
 
 
+@contextlib.contextmanager
+def _progress_bars(shown: bool):
+    """transformers' and huggingface_hub's own bars (loading weights, downloads) off
+    for the block unless `shown`; as they were afterwards."""
+    if shown:
+        yield
+        return
+    transformers_bars, hub_bars_on = hf_logging.is_progress_bar_enabled(), not hub_bars.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    hub_bars.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if transformers_bars:
+            hf_logging.enable_progress_bar()
+        if hub_bars_on:
+            hub_bars.enable_progress_bars()
+
+
 class HFModel(VisionLanguageModel):
     """A transformers dual encoder (SigLIP, SigLIP2, CLIP) through AutoModel."""
 
     backend = "hf"
 
     def __init__(self, spec: ModelSpec, device: str, precision: str, siglip_padding: str = "max_length",
-                 prefix_sharing: bool = True, **_options):
+                 prefix_sharing: bool = True, progress: bool = True, **_options):
         self.spec, self.device, self.precision = spec, device, precision
         try:
-            model = AutoModel.from_pretrained(spec.name)
-            self.tokenizer = AutoTokenizer.from_pretrained(spec.name)
-            self.image_processor = AutoImageProcessor.from_pretrained(spec.name)
+            with _progress_bars(progress):
+                model = AutoModel.from_pretrained(spec.name)
+                self.tokenizer = AutoTokenizer.from_pretrained(spec.name)
+                self.image_processor = AutoImageProcessor.from_pretrained(spec.name)
         except (OSError, ValueError) as err:
             raise InputError(f"model {spec.spec}: transformers could not load it: {err}") from None
         self.model = model.to(device=device, dtype=TORCH_DTYPES[precision]).eval()

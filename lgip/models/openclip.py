@@ -5,8 +5,11 @@ with shared prefixes computed once (`prefix_sharing`, on by default).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import warnings
+from typing import List
 
 import numpy as np
 import open_clip
@@ -20,6 +23,29 @@ from lgip.models.base import TORCH_DTYPES, TokenBatch, VisionLanguageModel, unit
 from lgip.models.spec import ModelSpec
 
 
+# What open_clip logs (it does not raise) when a local-dir:/hf-hub: model has no weights.
+NO_WEIGHTS_LOG = ("no CLIP weights found", "Could not find/download default weights")
+
+
+@contextlib.contextmanager
+def _open_clip_log():
+    """The warnings open_clip logs while the block runs, as a list of messages (they
+    are shown by the caller, or turned into an error)."""
+    messages: List[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect(level=logging.WARNING)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        root.removeHandler(handler)
+
+
 class OpenClipModel(VisionLanguageModel):
     """An open_clip model (CLIP, EVA02-CLIP, ...), built through open_clip's own factory."""
 
@@ -27,13 +53,19 @@ class OpenClipModel(VisionLanguageModel):
 
     def __init__(self, spec: ModelSpec, device: str, precision: str, prefix_sharing: bool = True, **_options):
         self.spec, self.device, self.precision = spec, device, precision
-        with warnings.catch_warnings(record=True) as caught:
+        pretrained = None if spec.random_weights else spec.pretrained
+        with warnings.catch_warnings(record=True) as caught, _open_clip_log() as log:
             warnings.simplefilter("always")
             try:
-                model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=spec.pretrained)
+                model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=pretrained)
                 self.tokenizer = open_clip.get_tokenizer(spec.name)
             except (RuntimeError, ValueError, FileNotFoundError, OSError) as err:
                 raise InputError(f"model {spec.spec}: open_clip could not load it: {err}") from None
+        for message in log:
+            if any(sign in message for sign in NO_WEIGHTS_LOG) and not spec.random_weights:
+                raise InputError(f"model {spec.spec}: open_clip found no weights for it ({message}), so it would "
+                                 f"evaluate random ones; add @random if that is what you want")
+            print(f"warning: {spec.spec}: {message}", file=sys.stderr)
         self.quick_gelu_mismatch = False
         for warning in caught:
             text = str(warning.message)

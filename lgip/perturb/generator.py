@@ -11,17 +11,19 @@ import time
 from collections import Counter
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from lgip.cli import positive_int
-from lgip.io import atomic_output, check_captions, iter_jsonl, refuse_same_path
+from lgip.cli import limit_marker, nonnegative_int, positive_int
+from lgip.io import atomic_output, check_captions, check_output_path, iter_jsonl
 from lgip.perturb.rules import RULE_SETS
 
 
-def default_output_path(input_path: str, pattern: str) -> str:
+def default_output_path(input_path: str, pattern: str, limit: Optional[int] = None) -> str:
     """Output beside the input, named by `pattern` with `{stem}` the input's file name
-    without `.jsonl` (the release's names: `{stem}_with_perturb.jsonl`, ...)."""
+    without `.jsonl` (the release's names: `{stem}_with_perturb.jsonl`, ...); a `--limit
+    N` run's name ends in `__limitN.jsonl`, so it never replaces the full file."""
     folder, name = os.path.split(input_path)
     stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else os.path.splitext(name)[0]
-    return os.path.join(folder, pattern.format(stem=stem))
+    output = pattern.format(stem=stem)
+    return os.path.join(folder, output[: -len(".jsonl")] + limit_marker(limit) + ".jsonl")
 
 
 def generate_file(
@@ -35,7 +37,7 @@ def generate_file(
     one `json.dumps(record, ensure_ascii=False)` per line. Stops after `limit` records
     when given. Returns the counts (records, captions, and what `perturb_captions`
     counted). Bad input raises InputError and leaves no output file."""
-    refuse_same_path(input_path, output_path)
+    check_output_path(output_path, [input_path], "--output")
     counts: Counter = Counter()
     with atomic_output(output_path) as out:
         for line_no, record in iter_jsonl(input_path):
@@ -74,16 +76,21 @@ def print_summary(counts: Counter, output_path: str, seconds: float, rules: str 
 
 
 def generator_arguments(description: str, default_input: str, output_pattern: str, seed: int,
-                        rules: Optional[str] = "paper") -> argparse.ArgumentParser:
+                        rules: Optional[str] = "paper",
+                        input_help: str = "base JSONL with 'orig_captions'") -> argparse.ArgumentParser:
     """The flags every generator takes; each default is the script's UPPERCASE constant.
-    `rules=None` leaves out --rules, for a generator that has no paper/v2 choice."""
+    `rules=None` leaves out --rules, for a generator that has no paper/v2 choice;
+    `input_help` says what its input is."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", default=default_input, help=f"base JSONL with 'orig_captions' (default: {default_input})")
+    parser.add_argument("--input", default=default_input, help=f"{input_help} (default: {default_input})")
+    variants = "with --rules v2 ending in _v2.jsonl, " if rules is not None else ""
     parser.add_argument("--output", default=None,
                         help=f"output JSONL (default: {output_pattern.format(stem='<input stem>')} beside the input; "
-                             f"with --rules v2, ending in _v2.jsonl)")
-    parser.add_argument("--seed", type=int, default=seed, help=f"seed of the random draws (default: {seed}, the release's)")
-    parser.add_argument("--limit", type=positive_int, default=None, help="process only the first N records")
+                             f"{variants}with --limit N ending in __limitN.jsonl)")
+    parser.add_argument("--seed", type=nonnegative_int, default=seed,
+                        help=f"seed of the random draws (default: {seed}, the release's)")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="process only the first N records (the default output name then says so)")
     if rules is not None:
         parser.add_argument("--rules", choices=list(RULE_SETS), default=rules,
                             help=f"perturbation rules: 'paper' reproduces the release byte for byte; 'v2' keeps English "
@@ -98,7 +105,7 @@ def run_generator(args, perturb_captions, output_pattern: str) -> None:
     only), print the summary."""
     rules = RULE_SETS[args.rules]
     default_pattern = output_pattern.replace(".jsonl", rules.output_suffix + ".jsonl")
-    output_path = args.output or default_output_path(args.input, default_pattern)
+    output_path = args.output or default_output_path(args.input, default_pattern, args.limit)
 
     def perturb_and_label(captions: List[str], counts: Counter) -> Dict[str, Any]:
         new_keys = perturb_captions(captions, counts)

@@ -1,2 +1,3 @@
-"""The probes' own maths: what each probe computes from embeddings, pixels and labels,
-apart from loading, encoding and writing (the engine's job) and flags (the scripts')."""
+"""The probes around LGIP, each as plain functions with explicit parameters (arrays in,
+numbers out): semantic certification, embedding matching, zero-shot classification.
+"""

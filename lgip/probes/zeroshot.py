@@ -10,14 +10,13 @@ import numpy as np
 
 from lgip.engine.embed import embed_texts
 from lgip.engine.settings import EvalSettings
+from lgip.labelled import fill_template
 from lgip.models.base import VisionLanguageModel
-
-DEFAULT_TEMPLATE = "a photo of a {}."
 
 
 def fill_templates(classnames: Sequence[str], templates: Sequence[str]) -> List[str]:
     """Every template filled with every class name: class-major, templates in order."""
-    return [template.format(name) for name in classnames for template in templates]
+    return [fill_template(template, name) for name in classnames for template in templates]
 
 
 def average_prompts(prompt_embeddings: np.ndarray, num_classes: int) -> np.ndarray:

@@ -44,6 +44,18 @@ class ReportTools:
     table: Callable[[list], Table]  # LGIP rows -> (header, body)
     compositional_table: Callable[[list], Table]
     plots: Sequence[Tuple[str, Callable[[list, str], Any]]]  # (title, draw(LGIP rows, png path))
+    probes: Sequence["ProbeTools"] = ()  # the labelled-image probes' tables and plots
+
+
+@dataclass
+class ProbeTools:
+    """How one probe's rows (row["kind"] == kind) appear on the page: a table and,
+    optionally, a plot, under a title and a one-line note."""
+    kind: str
+    title: str
+    note: str
+    table: Callable[[list], Table]
+    plot: Optional[Callable[[list, str], Any]] = None
 
 
 @dataclass
@@ -67,7 +79,7 @@ def esc(value: Any) -> str:
 
 
 def lgip_rows(rows: list) -> list:
-    return [row for row in rows if row.get("kind") != "compositional"]
+    return [row for row in rows if row.get("kind") is None]
 
 
 # ---------------------------------------------------------------------------
@@ -261,6 +273,22 @@ def compositional_section(rows: list, context: ReportContext) -> Optional[Sectio
     return Section("compositional", "Compositional probes",
                    '<p class="note">Word-order precision, swap accuracy, hard-positive triples; blind: the image '
                    'replaced by the mean image embedding.</p>' + sortable_table(header, body, "compositional"))
+
+
+def probe_sections(rows: list, context: ReportContext) -> List[Section]:
+    """One section per probe whose files are among the inputs: its table and its plot."""
+    sections = []
+    for probe in context.tools.probes:
+        mine = [row for row in rows if row.get("kind") == probe.kind]
+        if not mine:
+            continue
+        header, body = probe.table(mine)
+        parts = [f'<p class="note">{esc(probe.note)}</p>', sortable_table(header, body, probe.kind)]
+        if probe.plot is not None:
+            parts.append(f'<figure class="plot"><img src="{png_data_uri(probe.plot, mine)}" alt="{esc(probe.title)}">'
+                         f'<figcaption>{esc(probe.title)}</figcaption></figure>')
+        sections.append(Section(probe.kind, probe.title, "".join(parts)))
+    return sections
 
 
 def _flip_types(found: Dict[str, Any]) -> List[str]:
@@ -469,6 +497,7 @@ CONTENT_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; 
 def build_page(rows: list, context: ReportContext, title: str = "LGIP report") -> str:
     """The whole page as one string."""
     sections = [section for section in (make(rows, context) for make in SECTIONS) if section is not None]
+    sections[1:1] = probe_sections(rows, context)  # the probes' results right after the leaderboard
     nav = "".join(f'<a href="#{esc(section.anchor)}">{esc(section.title)}</a>' for section in sections)
     models = len({row["model_tag"] for row in rows} | set(context.selection.models if context.selection else []))
     summary = (f"{models} model(s), {len(rows)} metric row(s), {len(context.pair_files)} pair dump(s) · written "

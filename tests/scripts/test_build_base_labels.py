@@ -66,7 +66,7 @@ def test_bad_instances_file_is_one_error_and_no_output(tmp_path):
                  "--labels", tmp_path / "bad.json")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'bad.json'}: not COCO's instances format: "
-                                                  f"the top-level object has no an 'categories' list"]
+                                                  f"the top-level object has no 'categories' list"]
     assert not out.exists()
     payload = json.loads((tmp_path / "instances.json").read_text())
     payload["annotations"][0]["category_id"] = 99

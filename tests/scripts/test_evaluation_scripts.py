@@ -269,12 +269,15 @@ def test_bad_model_spec_is_a_clear_error(tiny, tmp_path):
     result = run_script("run_lgip_multi.py", "--input", tiny.perturb, "--models", "clip-vit-b", "--quiet")
     assert result.returncode == 2 and "not understood" in result.stderr
     result = run_script("run_lgip_multi.py", "--input", tiny.perturb, "--models", f"openclip:local-dir:{tmp_path}/nope")
-    assert result.returncode == 2 and "could not load" in result.stderr
+    assert result.returncode == 2 and f"{tmp_path}/nope: no such folder" in result.stderr
 
 
 def test_limit_evaluates_the_first_records(tiny, tmp_path):
-    metrics, _ = run_multi(tiny, tiny.openclip, tmp_path, "--limit", 4)
-    assert metrics["num_samples"] == 4 and metrics["config"]["limit"] == 4
+    result = run_script("run_lgip_multi.py", "--input", tiny.perturb, "--models", tiny.openclip, "--output-dir", tmp_path,
+                        "--quiet", "--bootstrap", 0, "--limit", 4, check=True)
+    [path] = tmp_path.glob("base_perturb__limit4__LGIP_openclip*.metrics.json")  # never the full run's name
+    metrics = json.loads(path.read_text())
+    assert metrics["num_samples"] == 4 and metrics["config"]["limit"] == 4 and str(path) in result.stdout
 
 
 def test_fp16_and_bf16_stay_close_to_fp32(tiny, default_multi_run, tmp_path):

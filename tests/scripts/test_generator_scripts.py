@@ -48,7 +48,7 @@ def test_default_output_name_and_limit(tmp_path):
     base = tmp_path / "lgip_coco_native5_train2017.jsonl"
     shutil.copy(DATA / "base_sample.jsonl", base)
     result = run_script("rebuttal_enhanced_perturb_with_fliptypes.py", "--input", base, "--limit", 7, check=True)
-    output = tmp_path / "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes.jsonl"
+    output = tmp_path / "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes__limit7.jsonl"
     records = read_jsonl(output)
     assert len(records) == 7
     assert "records:               7" in result.stdout

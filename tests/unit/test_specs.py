@@ -20,11 +20,22 @@ def test_paper_model_tags_are_the_releases():
     assert parse_spec("hf:google/siglip-so400m-patch14-384").tag == "siglip_google_siglip-so400m-patch14-384"
 
 
-def test_spec_parts_and_malformed_specs():
-    spec = parse_spec("openclip:local-dir:/models/tiny@/ckpt/epoch@3.pt")
-    assert (spec.backend, spec.name, spec.pretrained) == ("openclip", "local-dir:/models/tiny@/ckpt/epoch", "3.pt")
-    assert parse_spec("openclip:ViT-B-32").pretrained is None
-    assert parse_spec("openclip:local-dir:/models/tiny").tag == "openclip_models_tiny"
+def test_spec_parts_and_malformed_specs(tmp_path):
+    checkpoint = tmp_path / "ckpt" / "epoch@3.pt"  # the first '@' splits, so a path may hold one
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"")
+    spec = parse_spec(f"openclip:ViT-B-32@{checkpoint}")
+    assert (spec.backend, spec.name, spec.pretrained) == ("openclip", "ViT-B-32", str(checkpoint))
+    assert parse_spec("openclip:ViT-B-32@random").pretrained == "random"  # random weights only when asked for
+    with pytest.raises(InputError, match="names no weights"):
+        parse_spec("openclip:ViT-B-32")
+    with pytest.raises(InputError, match="ignores @3.pt for local-dir: models"):
+        parse_spec("openclip:local-dir:/models/tiny@/ckpt/epoch@3.pt")
+    folder = tmp_path / "models" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "open_clip_config.json").write_text("{}")
+    (folder / "open_clip_model.safetensors").write_bytes(b"")
+    assert parse_spec(f"openclip:local-dir:{folder}").tag == "openclip_models_tiny"
     assert (parse_spec("hf:google/siglip-base-patch16-224").backend, parse_spec("hf:x").name) == ("hf", "x")
     with pytest.raises(InputError, match="nothing before '@'"):
         parse_spec("openclip:@openai")
@@ -39,16 +50,16 @@ def test_backend_registry_maps_each_spec_prefix_to_its_backend():
         module_name, class_name = target.split(":")
         backend = getattr(importlib.import_module(module_name), class_name)
         assert issubclass(backend, VisionLanguageModel) and backend.backend == prefix
-        assert parse_spec(f"{prefix}:some-model").backend == prefix
+        assert parse_spec(f"{prefix}:some-model" + ("@random" if prefix == "openclip" else "")).backend == prefix
 
 
 def test_unknown_precision_is_refused_before_anything_loads():
     assert PRECISIONS[:3] == ("fp32", "fp16", "bf16")
-    # The folder does not exist: had the backend been asked, it would say "could not load".
+    # The folder does not exist, which the spec's own check would have said next.
     with pytest.raises(InputError) as raised:
         load_model("hf:/nonexistent/model", "cpu", "fp64")
     assert str(raised.value) == "--precision 'fp64': expected one of " + ", ".join(PRECISIONS)
-    with pytest.raises(InputError, match="transformers could not load it"):
+    with pytest.raises(InputError, match="/nonexistent/model: no such folder"):
         load_model("hf:/nonexistent/model", "cpu", "fp32")
 
 
