@@ -51,6 +51,8 @@ def weight_sources(spec: ModelSpec) -> Optional[Dict[str, List[str]]]:
     None where they cannot be named (random weights, a URL outside the Hugging Face
     cache, a hub model not downloaded yet), and a warm run then loads the model."""
     local: Dict[str, List[str]] = {"folders": [], "files": [], "refs": []}
+    if spec.backend == "openclip" and spec.random_weights:
+        return None  # open_clip draws random weights: no two loads agree
     if spec.backend == "hf":
         if os.path.isdir(spec.name):
             return {**local, "folders": [os.path.abspath(spec.name)]}
@@ -59,8 +61,6 @@ def weight_sources(spec: ModelSpec) -> Optional[Dict[str, List[str]]]:
         return {**local, "folders": [os.path.abspath(spec.name[len(LOCAL_DIR):])]}
     if spec.name.startswith(HF_HUB):
         return _hub_sources(spec.name[len(HF_HUB):])
-    if not spec.pretrained:
-        return None  # open_clip draws random weights: no two loads agree
     if os.path.isfile(spec.pretrained):
         return {**local, "files": [os.path.abspath(spec.pretrained)]}
     repo = _openclip_pretrained_repo(spec.name, spec.pretrained)

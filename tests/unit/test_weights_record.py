@@ -48,7 +48,7 @@ def test_open_clip_tags_and_hub_names_resolve_to_their_repos(hub_cache):
     assert weight_sources(parse_spec("openclip:ViT-B-32@openai"))["folders"] == [str(tagged)]
     _, named = hub_cache("laion/some-model", "d" * 40, ["open_clip_model.safetensors"])
     assert weight_sources(parse_spec("openclip:hf-hub:laion/some-model"))["folders"] == [str(named)]
-    assert weight_sources(parse_spec("openclip:ViT-B-32")) is None  # random weights: nothing to record
+    assert weight_sources(parse_spec("openclip:ViT-B-32@random")) is None  # random weights: nothing to record
 
 
 def test_local_folders_and_checkpoints(tmp_path):
@@ -61,6 +61,7 @@ def test_local_folders_and_checkpoints(tmp_path):
     assert state["files"][str(folder / "open_clip_model.safetensors")][0] == 5
     (folder / "open_clip_pytorch_model.bin").write_bytes(b"x")  # a file the loader might prefer appears
     assert weights_state(sources) != state
+    assert weight_sources(parse_spec(f"openclip:local-dir:{folder}@random")) is None
     checkpoint = tmp_path / "epoch_3.pt"
     checkpoint.write_bytes(b"abc")
     sources = weight_sources(parse_spec(f"openclip:ViT-B-32@{checkpoint}"))
