@@ -9,16 +9,20 @@ import os
 import sys
 from typing import Any, Callable, Dict, Sequence
 
-from lgip.io import InputError, write_json
+from lgip.io import InputError, RankFailure, write_json
 
 
 def run_cli(main: Callable[[], Any]) -> None:
-    """Run a script's main(); an InputError becomes one `error:` line and exit code 2."""
+    """Run a script's main(); an InputError becomes one `error:` line and exit code 2, a
+    RankFailure (a run over several ranks lost one) one `error:` line and exit code 1."""
     try:
         main()
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RankFailure as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: no partial output was written", file=sys.stderr)
         sys.exit(130)
