@@ -16,6 +16,11 @@ run, so the text alone decides. Headline numbers get 95% bootstrap intervals
 (resampling images); every number has its count.
 
 Make the input with make_compositional_perturb.py (on a perturbed file, for triples).
+
+On several GPUs or machines, run it under torchrun (or srun); no other change:
+
+    torchrun --standalone --nproc-per-node 8 run_compositional.py      # ranks share each model
+    torchrun --standalone --nproc-per-node 8 run_compositional.py --shard-models  # whole models per rank
 """
 import os
 
@@ -25,8 +30,8 @@ from lgip.engine import record_ids
 from lgip.io import InputError
 from lgip.perturb import ORDER_TYPES, SWAP_TYPES
 from lgip.stats import mean_or_none
-from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
-                         run_cli, write_metric_file)
+from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, launch, output_base,
+                         print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes_with_compositional.jsonl")
@@ -201,9 +206,10 @@ def main():
     parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
     base = output_base(args)
-    for metrics in evaluate(args, variant_groups, compositional_metrics, "run_compositional.py"):
-        print_metrics(metrics, HEADLINE + [f"blind.{key}" for key in HEADLINE])
-        write_metric_file(f"{base}__COMPOSITIONAL_{metrics['model_tag']}.metrics.json", metrics)
+    with launch(args) as dist:
+        for metrics in evaluate(args, variant_groups, compositional_metrics, "run_compositional.py", dist):
+            print_metrics(metrics, HEADLINE + [f"blind.{key}" for key in HEADLINE])
+            write_metric_file(f"{base}__COMPOSITIONAL_{metrics['model_tag']}.metrics.json", metrics)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,20 @@ Writes `<input stem>__LGIP_<model_tag>.metrics.json` per model and
 bootstrap intervals, standard image<->text retrieval recall@1/5/10 over the same
 images and original captions, run facts and a config block. Every unique image and text is
 encoded once per model, through the embedding cache shared by all scripts.
+
+On several GPUs or machines, run it under torchrun (or srun); no other change:
+
+    torchrun --standalone --nproc-per-node 8 run_lgip_multi.py      # ranks share each model
+    torchrun --standalone --nproc-per-node 8 run_lgip_multi.py --shard-models  # whole models per rank
+    python run_lgip_multi.py --merge-only   # rebuild _ALL from the per-model files
 """
 import os
 
 from lgip.engine import record_ids
 from lgip.stats import gap_summary, mean_or_none
-from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, output_base, print_metrics,
-                         run_cli, write_metric_file)
+from lgip.models import parse_spec
+from lgip_common import (PAPER_MODELS, default_workers, evaluate, evaluation_arguments, gather_models, launch,
+                         output_base, print_metrics, read_model_files, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_perturb.jsonl")
@@ -58,17 +65,29 @@ def lgip_metrics(scores, bootstrap):
 
 def main():
     parser = evaluation_arguments(__doc__, globals())
+    parser.add_argument("--merge-only", action="store_true",
+                        help="only write the _ALL file from the per-model files already there (after a "
+                             "--shard-models run that was stopped)")
     args = parser.parse_args()
     base = output_base(args)
-    all_metrics = []
-    for metrics in evaluate(args, variant_groups, lgip_metrics, "run_lgip_multi.py"):
-        print_metrics(metrics, HEADLINE)
-        retrieval = metrics["retrieval"]
-        print(f"  retrieval R@1/5/10: image->text {'/'.join(f'{v:.3f}' for v in retrieval['image_to_text'].values())}, "
-              f"text->image {'/'.join(f'{v:.3f}' for v in retrieval['text_to_image'].values())}")
-        write_metric_file(f"{base}__LGIP_{metrics['model_tag']}.metrics.json", metrics)
-        all_metrics.append(metrics)
-    write_metric_file(f"{base}__LGIP_ALL.metrics.json", all_metrics)
+    with launch(args) as dist:
+        if args.merge_only:
+            if dist.is_main:
+                tags = [parse_spec(spec).tag for spec in args.models]
+                write_metric_file(f"{base}__LGIP_ALL.metrics.json",
+                                  read_model_files([f"{base}__LGIP_{tag}.metrics.json" for tag in tags]))
+            return
+        all_metrics = []
+        for metrics in evaluate(args, variant_groups, lgip_metrics, "run_lgip_multi.py", dist):
+            print_metrics(metrics, HEADLINE)
+            retrieval = metrics["retrieval"]
+            print(f"  retrieval R@1/5/10: image->text {'/'.join(f'{v:.3f}' for v in retrieval['image_to_text'].values())}, "
+                  f"text->image {'/'.join(f'{v:.3f}' for v in retrieval['text_to_image'].values())}")
+            write_metric_file(f"{base}__LGIP_{metrics['model_tag']}.metrics.json", metrics)
+            all_metrics.append(metrics)
+        all_metrics = gather_models(args, dist, all_metrics)
+        if dist.is_main:
+            write_metric_file(f"{base}__LGIP_ALL.metrics.json", all_metrics)
 
 
 if __name__ == "__main__":
