@@ -22,7 +22,11 @@ def run_cli(main: Callable[[], Any]) -> None:
         sys.exit(2)
     except RankFailure as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # A process group that lost a peer cannot be torn down cleanly (its threads can
+        # abort the interpreter's exit with a second message): leave at once.
+        os._exit(1)
     except KeyboardInterrupt:
         print("interrupted: no partial output was written", file=sys.stderr)
         sys.exit(130)

@@ -357,7 +357,7 @@ class RowCollector:
 
         indices = np.concatenate(self._indices) if self._indices else np.zeros(0, np.int64)
         rows = np.concatenate(self._rows) if self._rows else None
-        width = rows.shape[1] if rows is not None else (self.matrix.shape[1] if self.matrix is not None else 0)
+        width = rows.shape[1] if len(indices) else (self.matrix.shape[1] if self.matrix is not None else 0)
         shapes = dist._all_gather_ints([len(indices), width], "gathering embeddings")
         longest, width = int(shapes[:, 0].max()), int(shapes[:, 1].max())
         if width == 0:
@@ -367,7 +367,7 @@ class RowCollector:
         chunk = max(1, GATHER_CHUNK_BYTES // (4 * width))
         for start in range(0, longest, chunk):
             size = min(chunk, longest - start)
-            part = torch.from_numpy(rows[start:start + size]) if rows is not None else torch.zeros(0, width)
+            part = torch.from_numpy(rows[start:start + size]) if len(indices) else torch.zeros(0, width)
             received_rows = dist._gather_padded(part, size, "gathering embeddings")
             received_indices = dist._gather_padded(torch.from_numpy(indices[start:start + size]), size,
                                                    "gathering embeddings")
