@@ -42,6 +42,19 @@ def run_config(settings: EvalSettings, model: VisionLanguageModel, input_path: s
     }
 
 
+LAUNCH_DETAILS = ("timings_seconds", "world_size")  # config keys that differ between launches of one computation
+
+
+def without_launch_details(value: Any) -> Any:
+    """A metric file's content (a dict, or a list of them) without LAUNCH_DETAILS: what
+    must be equal between two launches of the same run on any number of ranks."""
+    if isinstance(value, dict):
+        return {key: without_launch_details(item) for key, item in value.items() if key not in LAUNCH_DETAILS}
+    if isinstance(value, list):
+        return [without_launch_details(item) for item in value]
+    return value
+
+
 def weights_bytes(spec: ModelSpec) -> Optional[int]:
     """The size of a model's weights where its spec names local files (a `local-dir:`
     or transformers folder, a checkpoint path); None where they would come from a hub."""
