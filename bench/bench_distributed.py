@@ -1,0 +1,138 @@
+"""Scaling over ranks, measured in one run: run_lgip_multi.py as one rank with one thread,
+then under `torchrun --standalone --nproc-per-node 2` with one thread per rank, on the
+same data, the same model and the same machine, each with an empty embedding cache.
+
+Both launches run the script exactly as a user types it (OMP_NUM_THREADS=1, DataLoader
+workers 0, so one rank uses one core), and the figures are:
+
+  wall      seconds from the command's start to its end (imports, model loading,
+            encoding, bootstrap, writing; for two ranks also torchrun's own start)
+  encoding  the metric file's `images` + `texts` timings: the main rank's seconds from
+            reading the cache to holding every embedding (for two ranks, including the
+            gather), the part the ranks share
+  cpu       CPU seconds of the launch's processes, and the share of the machine's CPUs
+            that other processes used meanwhile (a shared machine disturbs the timings;
+            above BUSY_SHARE the line says so)
+
+then the ratios one rank / two ranks, the target (TARGET_SPEEDUP on the wall time), and
+whether the two launches wrote the same metric file (apart from timings and world size).
+
+Data and model are bench_eval.py's: `--n` COCO-sized JPEGs with five captions each,
+perturbed by the real generators, and its small random open_clip CLIP (`--width`,
+`--layers`). Nothing is written into the repository: everything goes to a temporary
+folder (removed at the end) or to `--workdir` (kept; its data is reused).
+
+    python bench/bench_distributed.py                  # 1500 records
+    python bench/bench_distributed.py --n 3000 --workdir /tmp/lgip_bench
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_eval import (BUSY_SHARE, EMBED_DIM, LAYERS, REPO, WIDTH, build_model, machine_busy_seconds,  # noqa: E402
+                        prepare_data, repository_version)
+from lgip.cli import run_cli  # noqa: E402
+from lgip.engine.run import without_launch_details  # noqa: E402
+
+N_RECORDS = 1500
+SEED = 0
+RANKS = 2
+BOOTSTRAP = 1000  # the script's default: the main rank's serial share is part of the figure
+TARGET_SPEEDUP = 1.7
+SCRIPT = "run_lgip_multi.py"
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of every finished child process (and theirs, once waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def launch(ranks: int, spec: str, data: dict, folder: str, bootstrap: int) -> dict:
+    """Run the script with `ranks` ranks of one thread each on an empty cache; its
+    figures and its metric file."""
+    cache, output = os.path.join(folder, "cache"), os.path.join(folder, "out")
+    shutil.rmtree(folder, ignore_errors=True)
+    script = os.path.join(REPO, SCRIPT)
+    arguments = [script, "--input", data["perturb"], "--models", spec, "--workers", "0", "--cache-dir", cache,
+                 "--output-dir", output, "--bootstrap", str(bootstrap), "--quiet"]
+    command = [sys.executable, *arguments] if ranks == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks), *arguments]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    cpu_before, busy_before, started = children_cpu_seconds(), machine_busy_seconds(), time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    wall = time.perf_counter() - started
+    cpu, busy = children_cpu_seconds() - cpu_before, machine_busy_seconds() - busy_before
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    metric_files = [name for name in os.listdir(output) if not name.endswith("_ALL.metrics.json")]
+    with open(os.path.join(output, metric_files[0]), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    timings = metrics["config"]["timings_seconds"]
+    others = max(0.0, busy - cpu) / (wall * (os.cpu_count() or 1))
+    return {"ranks": ranks, "wall": wall, "encoding": timings["images"] + timings["texts"], "timings": timings,
+            "cpu": cpu, "others_share": others, "metrics": metrics}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=N_RECORDS, help="records (images) (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED, help="seed of the drawn data (default: %(default)s)")
+    parser.add_argument("--ranks", type=int, default=RANKS, help="ranks of the second launch (default: %(default)s)")
+    parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=WIDTH, help="model width, both towers (default: %(default)s)")
+    parser.add_argument("--layers", type=int, default=LAYERS, help="model layers, both towers (default: %(default)s)")
+    parser.add_argument("--workdir", default=None, help="keep data, model and runs here (default: a temporary folder)")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="lgip_bench_distributed_"))
+    print(f"bench_distributed: --n {args.n}, {SCRIPT}, 1 rank vs {args.ranks} ranks, one thread each, "
+          f"cpus {os.cpu_count()}, repository {repository_version()}, workdir {workdir}", flush=True)
+    try:
+        started = time.perf_counter()
+        data = prepare_data(os.path.join(workdir, "data"), args.n, args.seed)
+        spec = build_model(os.path.join(workdir, "model"), EMBED_DIM, args.width, args.layers)
+        print(f"data {'reused' if data['reused'] else 'made'} and model built in {time.perf_counter() - started:.1f} s "
+              f"({args.n} JPEGs, {data['image_mb']:.0f} MB); model {spec}", flush=True)
+        runs = []
+        for ranks in (1, args.ranks):
+            print(f"running {ranks} rank(s) ...", flush=True)
+            # One folder for both launches (emptied first): the cache path is in the config.
+            runs.append(launch(ranks, spec, data, os.path.join(workdir, "run"), args.bootstrap))
+        print(f"{'ranks':>5} {'wall s':>8} {'encoding s':>11} {'cpu s':>7} {'others':>7}  engine timings (main rank)")
+        for run in runs:
+            timings = ", ".join(f"{name} {seconds:.1f}" for name, seconds in run["timings"].items())
+            flag = "  DISTURBED" if run["others_share"] > BUSY_SHARE else ""
+            print(f"{run['ranks']:>5} {run['wall']:>8.1f} {run['encoding']:>11.1f} {run['cpu']:>7.1f} "
+                  f"{run['others_share']:>6.0%}  {timings}{flag}")
+        one, many = runs
+        wall_ratio, encoding_ratio = one["wall"] / many["wall"], one["encoding"] / many["encoding"]
+        same = without_launch_details(one["metrics"]) == without_launch_details(many["metrics"])
+        print(f"speed-up {args.ranks} ranks over 1: wall {wall_ratio:.2f}x, encoding {encoding_ratio:.2f}x")
+        print(f"metric files equal apart from timings and world size: {'yes' if same else 'NO'}")
+        print(f"target: [{'met' if wall_ratio >= TARGET_SPEEDUP else 'MISSED'}] wall speed-up >= {TARGET_SPEEDUP}x: "
+              f"{wall_ratio:.2f}x")
+        if any(run["others_share"] > BUSY_SHARE for run in runs):
+            print(f"note: other processes used more than {BUSY_SHARE:.0%} of the CPUs during a launch; rerun on a "
+                  f"quiet machine for clean figures")
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    run_cli(main)
