@@ -200,8 +200,8 @@ class Dist:
 
     def _on_sigterm(self, signum, frame):
         self._failing()
-        raise RankFailure(f"rank {self.rank} of {self.world_size}: stopped by SIGTERM (a launcher stops every rank "
-                          f"once one has failed; a rerun resumes from the cache)")
+        raise RankFailure(f"rank {self.rank} of {self.world_size}: stopped by SIGTERM (torchrun stops every rank once "
+                          f"one has failed; so do scancel and kill); a rerun resumes from the cache")
 
     def close(self) -> None:
         """Leave the process group (after a last barrier, so no rank leaves while another
