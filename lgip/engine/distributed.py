@@ -283,17 +283,40 @@ class Dist:
         self._collective(what, lambda: torch_dist.all_gather(every, mine))
         return torch.stack(every).cpu().numpy()
 
-    def _gather_padded(self, tensor, rows: int, what: str):
-        """Gather `tensor` (its first dimension padded to `rows`) to the main rank: the
-        list of every rank's padded tensor there, None elsewhere."""
+    def _gather_padded(self, tensor, rows: int, what: str, to_all: bool = False):
+        """Every rank's `tensor` (its first dimension padded to `rows`), in rank order: on
+        the main rank (None elsewhere), or on every rank with `to_all`."""
         import torch
         import torch.distributed as torch_dist
 
         padded = torch.zeros((rows, *tensor.shape[1:]), dtype=tensor.dtype, device=self.device)
         padded[:len(tensor)] = tensor.to(self.device)
-        received = [torch.zeros_like(padded) for _ in range(self.world_size)] if self.is_main else None
-        self._collective(what, lambda: torch_dist.gather(padded, received, dst=0))
+        received = [torch.zeros_like(padded) for _ in range(self.world_size)] if self.is_main or to_all else None
+        if to_all:
+            self._collective(what, lambda: torch_dist.all_gather(received, padded))
+        else:
+            self._collective(what, lambda: torch_dist.gather(padded, received, dst=0))
         return received
+
+    def _exchange_bytes(self, data: np.ndarray, what: str, to_all: bool) -> Optional[List[np.ndarray]]:
+        """Every rank's uint8 array, in rank order, on the main rank (None elsewhere) or
+        on every rank: sizes first, then one padded exchange."""
+        import torch
+
+        sizes = self._all_gather_ints([len(data)], what)[:, 0]
+        received = self._gather_padded(torch.from_numpy(np.ascontiguousarray(data)), int(sizes.max()), what, to_all)
+        if received is None:
+            return None
+        return [tensor[:size].cpu().numpy() for tensor, size in zip(received, sizes.tolist())]
+
+    def all_gather_arrays(self, array: np.ndarray) -> List[np.ndarray]:
+        """Every rank's 1-D `array` (any fixed-size dtype, lengths may differ), in rank
+        order, on every rank."""
+        array = np.ascontiguousarray(array)
+        if not self.distributed:
+            return [array]
+        parts = self._exchange_bytes(array.view(np.uint8), "sharing tokens", to_all=True)
+        return [part.view(array.dtype) for part in parts]
 
     def gather_rows(self, local_rows, indices, total: int, out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """Every rank's rows in one float32 matrix [total, D] on the main rank, row
@@ -309,15 +332,9 @@ class Dist:
         UTF-8 bytes in tensors); None elsewhere."""
         if not self.distributed:
             return [payload]
-        import torch
-
-        data = json.dumps(payload, allow_nan=True).encode("utf-8")
-        sizes = self._all_gather_ints([len(data)], "gathering results")[:, 0]
-        mine = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
-        received = self._gather_padded(mine, int(sizes.max()), "gathering results")
-        if received is None:
-            return None
-        return [json.loads(bytes(tensor[:size].cpu().numpy())) for tensor, size in zip(received, sizes.tolist())]
+        data = np.frombuffer(json.dumps(payload, allow_nan=True).encode("utf-8"), dtype=np.uint8).copy()
+        received = self._exchange_bytes(data, "gathering results", to_all=False)
+        return None if received is None else [json.loads(part.tobytes()) for part in received]
 
 
 SOLO = Dist()  # the one-process view: what the engine uses unless told otherwise

@@ -114,25 +114,50 @@ def encode_images(model: VisionLanguageModel, paths: List[str], store: ShardStor
     return (matrix if matrix is not None else np.full((len(paths), 1), np.nan, np.float32)), failures
 
 
-def tokenize_all(model: VisionLanguageModel, texts: List[str], chunk: int = 8192, progress: bool = True) -> TokenTable:
-    """Tokenise every text once, in chunks so memory stays flat, into a TokenTable."""
-    flat, lengths, truncated, hashes, full_width = [], [], [], [], 1
+def tokenize_all(model: VisionLanguageModel, texts: List[str], chunk: int = 8192, progress: bool = True,
+                 dist: Dist = SOLO) -> TokenTable:
+    """Tokenise every text once, in chunks so memory stays flat, into a TokenTable.
+    Under several ranks each tokenises a strided share of the chunks and every rank
+    gets the whole table (as tensors: ids, lengths, truncation, hashes)."""
     hash_weights = np.random.default_rng(0).integers(1, 2 ** 63, size=512, dtype=np.uint64) | np.uint64(1)
-    for start in tqdm(range(0, len(texts), chunk), desc="tokenising", unit="chunk",
-                      disable=not progress or len(texts) <= chunk, dynamic_ncols=True):
+    starts = dist.shard(range(0, len(texts), chunk))
+    chunks, full_width = [], 1
+    for start in tqdm(starts, desc="tokenising", unit="chunk", disable=not progress or len(texts) <= chunk,
+                      dynamic_ncols=True):
         batch = model.tokenize(texts[start:start + chunk])
         ids = np.asarray(batch.ids, dtype=np.int64)
         full_width = ids.shape[1]
         filled = np.arange(full_width)[None, :] < batch.lengths[:, None]
-        flat.append(ids[filled].astype(np.int32))
-        lengths.append(batch.lengths)
-        truncated.append(batch.truncated)
-        hashes.append((ids.astype(np.uint64) * hash_weights[:full_width]).sum(axis=1))
+        chunks.append((ids[filled].astype(np.int32), batch.lengths, batch.truncated,
+                       (ids.astype(np.uint64) * hash_weights[:full_width]).sum(axis=1)))
+    if dist.distributed:
+        chunks, full_width = _every_rank_chunks(chunks, full_width, len(texts), chunk, dist)
+    flat, lengths, truncated, hashes = (list(column) for column in zip(*chunks)) if chunks else ([], [], [], [])
     lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
     return TokenTable(np.concatenate(flat) if flat else np.zeros(0, np.int32), offsets, lengths,
                       np.concatenate(truncated) if truncated else np.zeros(0, bool),
                       np.concatenate(hashes) if hashes else np.zeros(0, np.uint64), model.pad_id, full_width)
+
+
+def _every_rank_chunks(mine, full_width: int, total: int, chunk: int, dist: Dist):
+    """(every chunk's (flat ids, lengths, truncated, hashes), in text order; the full
+    width) from each rank's own strided share of the chunks."""
+    empty = (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.uint64))
+    columns = [dist.all_gather_arrays(np.concatenate([part[k] for part in mine]) if mine else empty[k])
+               for k in range(4)]
+    full_width = int(max(part[0] for part in dist.all_gather_arrays(np.array([full_width], np.int64))))
+    every = []
+    for rank in range(dist.world_size):
+        flat, lengths, truncated, hashes = (column[rank] for column in columns)
+        text_at = token_at = 0
+        for start in range(rank * chunk, total, dist.world_size * chunk):  # this rank's chunks, in order
+            count = min(chunk, total - start)
+            tokens = int(lengths[text_at:text_at + count].sum())
+            every.append((start, (flat[token_at:token_at + tokens], lengths[text_at:text_at + count],
+                                  truncated[text_at:text_at + count], hashes[text_at:text_at + count])))
+            text_at, token_at = text_at + count, token_at + tokens
+    return [part for _, part in sorted(every, key=lambda item: item[0])], full_width
 
 
 def encode_text_units(model: VisionLanguageModel, texts: List[str], tokens: TokenTable, unit_text, unit_width,
@@ -200,6 +225,6 @@ def embed_texts(model: VisionLanguageModel, texts: List[str], settings: EvalSett
     others get None."""
     _, text_store = cache_stores(model, settings, dist)
     progress = settings.progress and dist.is_main
-    tokens = tokenize_all(model, texts, progress=progress)
+    tokens = tokenize_all(model, texts, progress=progress, dist=dist)
     return encode_text_units(model, texts, tokens, np.arange(len(texts)), np.zeros(len(texts), np.int64), text_store,
                              settings.text_batch_size, progress, dist)

@@ -98,7 +98,7 @@ def score_plan(model: VisionLanguageModel, plan: PairPlan, settings: EvalSetting
                          f"(first: {first_reason}); is image_path relative to the JSONL's folder?")
 
     started = time.perf_counter()
-    tokens = tokenize_all(model, plan.texts, progress=progress)
+    tokens = tokenize_all(model, plan.texts, progress=progress, dist=dist)
     longest = getattr(model, "padding", "max_length") == "longest"
     caption_unit, pair_unit, unit_text, unit_width = text_units(plan, tokens, longest)
     text_embeddings = encode_text_units(model, plan.texts, tokens, unit_text, unit_width, text_store,

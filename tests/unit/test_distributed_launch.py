@@ -1,6 +1,6 @@
 """lgip.engine.distributed: the launch read from torchrun's and srun's variables, model
 assignment, the one-process no-ops, and the collectives between two real gloo ranks
-(uneven and empty shares, chunked gathers, a rank that dies)."""
+(uneven and empty shares, chunked gathers, tokens tokenised in shares, a rank that dies)."""
 import json
 import os
 import socket
@@ -106,7 +106,9 @@ TWO_RANKS = textwrap.dedent("""
     import json, os, sys
     import numpy as np
     from lgip.engine import distributed
+    from lgip.engine.embed import tokenize_all
     from lgip.io import RankFailure
+    from lgip.models.base import TokenBatch
 
     distributed.GATHER_CHUNK_BYTES = 2 * 3 * 4  # two rows of width 3 per round: several rounds
     dist = distributed.Dist(distributed.read_launch())
@@ -122,6 +124,23 @@ TWO_RANKS = textwrap.dedent("""
     results["nothing"] = dist.gather_rows(np.zeros((0, 3), np.float32), [], 7) is None
     results["json"] = dist.gather_json({"rank": dist.rank, "text": "é" * dist.rank})
     results["mask"] = dist.broadcast_mask(np.array([True, False, True]) if dist.is_main else None, 3).tolist()
+
+    class Letters:  # a tokenizer: one id per character, at most 6
+        pad_id = 0
+
+        def tokenize(self, texts):
+            ids = np.zeros((len(texts), 6), np.int64)
+            for row, text in enumerate(texts):
+                ids[row, :min(6, len(text))] = [ord(c) for c in text[:6]]
+            lengths = np.array([min(6, len(text)) for text in texts], np.int64)
+            return TokenBatch(ids, lengths, np.array([len(text) > 6 for text in texts]))
+
+    texts = ["a", "bb", "ccc", "dddd", "eeeee", "ffffff", "ggggggg", "h", ""]  # 5 chunks of 2: 3 + 2 per rank
+    shared = tokenize_all(Letters(), texts, chunk=2, progress=False, dist=dist)
+    alone = tokenize_all(Letters(), texts, chunk=2, progress=False)
+    same = shared.full_width == alone.full_width and all(np.array_equal(getattr(shared, name), getattr(alone, name))
+                                                         for name in ("flat", "offsets", "lengths", "truncated", "row_hash"))
+    results["tokens"] = dist.gather_json(same)
     dist.barrier()
     if dist.rank == 1:
         os._exit(3)  # dies without a word
@@ -156,6 +175,7 @@ def test_two_gloo_ranks_gather_uneven_shares_and_a_dead_rank_is_one_line():
     assert results["nothing"] is True
     assert results["json"] == [{"rank": 0, "text": ""}, {"rank": 1, "text": "é"}]
     assert results["mask"] == [True, False, True]
+    assert results["tokens"] == [True, True]  # each rank's whole table equals one process's
     failure = results["failure"]
     assert failure.startswith("rank 0 of 2: gathering embeddings failed (") and "\n" not in failure
     assert "rerun" in failure and ".cc:" not in failure
