@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from lgip.engine.distributed import SOLO, Dist
 from lgip.engine.embed import TokenTable, cache_stores, encode_images, encode_text_units, tokenize_all
 from lgip.engine.plan import PairPlan
 from lgip.engine.settings import EvalSettings
@@ -80,13 +81,16 @@ def text_units(plan: PairPlan, tokens: TokenTable, longest_padding: bool):
 
 
 def score_plan(model: VisionLanguageModel, plan: PairPlan, settings: EvalSettings,
-               timings: Optional[Dict[str, float]] = None) -> Scores:
-    """Encode what the plan needs (through the cache) and score every caption and pair."""
+               timings: Optional[Dict[str, float]] = None, dist: Dist = SOLO) -> Optional[Scores]:
+    """Encode what the plan needs (through the cache) and score every caption and pair.
+    Under several ranks every rank encodes its share and only the main rank gets the
+    Scores; the others get None."""
     timings = {} if timings is None else timings
-    image_store, text_store = cache_stores(model, settings)
+    image_store, text_store = cache_stores(model, settings, dist)
+    progress = settings.progress and dist.is_main
     started = time.perf_counter()
     image_embeddings, failures = encode_images(model, plan.images, image_store, settings.batch_size, settings.workers,
-                                               settings.progress)
+                                               progress, dist)
     timings["images"] = time.perf_counter() - started
     if failures and settings.strict:  # before a single text is encoded
         raise InputError(image_failures_message(plan, failures) + f"; {len(failures)} image(s) failed in all")
@@ -96,12 +100,14 @@ def score_plan(model: VisionLanguageModel, plan: PairPlan, settings: EvalSetting
                          f"(first: {first_reason}); is image_path relative to the JSONL's folder?")
 
     started = time.perf_counter()
-    tokens = tokenize_all(model, plan.texts, progress=settings.progress)
+    tokens = tokenize_all(model, plan.texts, progress=progress, dist=dist)
     longest = getattr(model, "padding", "max_length") == "longest"
     caption_unit, pair_unit, unit_text, unit_width = text_units(plan, tokens, longest)
     text_embeddings = encode_text_units(model, plan.texts, tokens, unit_text, unit_width, text_store,
-                                        settings.text_batch_size, settings.progress)
+                                        settings.text_batch_size, progress, dist)
     timings["texts"] = time.perf_counter() - started
+    if not dist.is_main:
+        return None
 
     started = time.perf_counter()
     image_ok = np.ones(len(plan.images), dtype=bool)
