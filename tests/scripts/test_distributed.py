@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
 
 from lgip.engine.run import without_launch_details  # noqa: E402
 from lgip.tiny import OPENCLIP_MODEL_CFG, build_tiny_openclip, draw_images  # noqa: E402
-from tests.tiny_models import write_records  # noqa: E402
+from tests.helpers import write_records  # noqa: E402
 
 RUN_TIMEOUT = 300  # seconds for any one launch: a hang fails the test instead of the suite
 DIST_TIMEOUT = 30  # --dist-timeout of the killed run: the survivor must stop well within it
