@@ -114,28 +114,16 @@ def _rowdot(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.einsum("md,md->m", left, right)
 
 
-def _plane(sources: np.ndarray, targets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """For unit rows a, a': the unit e2 completing e1 = a to a basis of span(a, a') toward
-    a' (zero where a' = +-a), and the angle theta from a to a' (0 there)."""
-    cos_theta = _rowdot(sources, targets)
-    away = targets - cos_theta[:, None] * sources
-    sin_theta = np.linalg.norm(away, axis=1)
-    moving = sin_theta > DEGENERATE_SIN
-    e2 = np.divide(away, sin_theta[:, None], out=np.zeros_like(away), where=moving[:, None])
-    theta = np.where(moving, np.arctan2(sin_theta, cos_theta), 0.0)
-    return e2, theta
-
-
-def _great_circle(images: np.ndarray, targets: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For unit rows z, a': k = <z, a'>, the unit tangent v at z toward a' (zero where
-    z = +-a') and the angle omega from z to a' (0 there)."""
-    k = _rowdot(images, targets)
-    away = targets - k[:, None] * images
-    sin_omega = np.linalg.norm(away, axis=1)
-    moving = sin_omega > DEGENERATE_SIN
-    tangent = np.divide(away, sin_omega[:, None], out=np.zeros_like(away), where=moving[:, None])
-    omega = np.where(moving, np.arctan2(sin_omega, k), 0.0)
-    return k, tangent, omega
+def _turn(start: np.ndarray, toward: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For unit rows p (start) and q (toward): <p, q>, the unit tangent at p toward q (the
+    e2 completing e1 = p to a basis of span(p, q); zero where q = +-p) and the angle from p
+    to q in [0, pi] (0 there)."""
+    cos = _rowdot(start, toward)
+    away = toward - cos[:, None] * start
+    sin = np.linalg.norm(away, axis=1)
+    moving = sin > DEGENERATE_SIN
+    tangent = np.divide(away, sin[:, None], out=np.zeros_like(away), where=moving[:, None])
+    return cos, tangent, np.where(moving, np.arctan2(sin, cos), 0.0)
 
 
 def transform_embeddings(images, sources, targets, phi, transform: str = "rotate") -> np.ndarray:
@@ -146,12 +134,12 @@ def transform_embeddings(images, sources, targets, phi, transform: str = "rotate
     z, a, a2 = unit_rows(images), unit_rows(sources), unit_rows(targets)
     phi = np.broadcast_to(np.asarray(phi, dtype=np.float64), (z.shape[0],))[:, None]
     if transform == "rotate":
-        e2, theta = _plane(a, a2)
+        _, e2, theta = _turn(a, a2)
         x, y = _rowdot(z, a)[:, None], _rowdot(z, e2)[:, None]
         t = phi * theta[:, None]
         return z + (x * (np.cos(t) - 1) - y * np.sin(t)) * a + (x * np.sin(t) + y * (np.cos(t) - 1)) * e2
     if transform == "slerp":
-        _, tangent, omega = _great_circle(z, a2)
+        _, tangent, omega = _turn(z, a2)
         t = phi * omega[:, None]
         return np.cos(t) * z + np.sin(t) * tangent
     return unit_rows((1 - phi) * z + phi * a2)
@@ -336,8 +324,7 @@ def _edit_planes(sources, targets, classes):
     cos, sin and angle from a to a' [E, C], and alpha = <a, u>, beta = <e2, u> [E, C, C]."""
     n_edits, n_classes, dim = targets.shape
     flat_sources, flat_targets = sources.reshape(-1, dim), targets.reshape(-1, dim)
-    cos_theta = np.einsum("md,md->m", flat_sources, flat_targets)
-    e2, theta = _plane(flat_sources, flat_targets)
+    cos_theta, e2, theta = _turn(flat_sources, flat_targets)
     sin_theta = np.where(theta > 0, np.sin(theta), 0.0)
     alpha = (flat_sources @ classes.T).reshape(n_edits, n_classes, n_classes)
     beta = (e2 @ classes.T).reshape(n_edits, n_classes, n_classes)

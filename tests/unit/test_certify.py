@@ -259,12 +259,14 @@ def test_degenerate_geometry_is_finite_and_sensible(transform):
     rng = np.random.default_rng(2)
     classes = unit(rng.normal(size=(6, 12)))
     images = unit(classes[rng.integers(0, 6, 20)] + 0.3 * rng.normal(size=(20, 12)))
-    still = np.stack([classes, unit(classes + 1e-13 * rng.normal(size=classes.shape))])
+    # theta = 0, below DEGENERATE_SIN, and just above it (a turn of about 1e-8).
+    still = np.stack([classes, unit(classes + 1e-13 * rng.normal(size=classes.shape)),
+                      unit(classes + 1e-8 * rng.normal(size=classes.shape))])
     if transform == "rotate":
         for result in cert.certify(images, classes, still, transform=transform, budgets=(0.0, 0.01)):
             assert result.budget > 0 or all(result.intervals(i, e) == [(0.0, 1.0, int(result.predicted[i]))]
-                                            for i in range(20) for e in range(2))
-            assert np.isfinite(result.extent).all()
+                                            for i in range(20) for e in range(3))
+            assert np.isfinite(result.extent).all() and np.isfinite(result.starts).all()
     # The image is its class's target (z = a'); then minus its target.
     image = images[:1]
     predicted = int((image @ classes.T).argmax())
