@@ -1,7 +1,7 @@
 """The small module every evaluation script imports: its command line (flags that default
 to the script's UPPERCASE constants), where the run's files go (every one checked before
-any work), the run loop over models, printing and writing. What the loop does lives in
-the `lgip` package; this is the scripts' face of it.
+any work), its place in a torchrun/srun launch, the run loop over models, printing and
+writing. What the loop does lives in the `lgip` package; this is the scripts' face of it.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from lgip.cli import (default_workers, limit_marker, nonnegative_int, positive_int, print_metrics, run_cli,
                       write_metric_file)
 from lgip.engine import EvalSettings, evaluate_models
+from lgip.engine.distributed import DIST_TIMEOUT_SECONDS, SOLO, Dist, read_launch
 from lgip.engine.plan import Caption, VariantGroups
 from lgip.engine.run import MetricFunction
 from lgip.engine.settings import CACHE_FOLDER_NAME
@@ -20,7 +21,8 @@ from lgip.io import InputError, check_distinct_outputs, check_output_path
 from lgip.models import PAPER_MODELS, PRECISIONS, SPEC_HELP, ModelSpec, parse_specs
 
 __all__ = ["PAPER_MODELS", "RunOutputs", "check_run_outputs", "default_workers", "evaluate", "evaluation_arguments",
-           "output_base", "print_metrics", "run_cli", "write_metric_file"]
+           "gather_models", "launch", "output_base", "print_metrics", "read_model_files", "run_cli",
+           "write_metric_file"]
 
 
 def evaluation_arguments(description: str, constants: Dict[str, Any], input_help: str = "perturbed JSONL",
@@ -78,7 +80,24 @@ def evaluation_arguments(description: str, constants: Dict[str, Any], input_help
                         help="replace a per-model metric file that another model spec wrote under the same tag "
                              "(without it the run stops before any work)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--shard-models", action="store_true",
+                        help="under torchrun or srun: give each rank whole models (balanced by weight size, seeded "
+                             "by --seed) instead of sharing every model's images and texts over the ranks")
+    parser.add_argument("--dist-timeout", type=float, default=DIST_TIMEOUT_SECONDS, metavar="SECONDS",
+                        help="under torchrun or srun: how long a rank waits for the others in one exchange before "
+                             "the run stops with an error (default: %(default)s)")
     return parser
+
+
+def launch(args) -> Dist:
+    """This process's place in a torchrun or srun launch (one process without one), its
+    process group started: `args.device` becomes this rank's device (cuda:LOCAL_RANK
+    for auto/cuda where CUDA is present) and `args.workers` its share of the machine's
+    DataLoader workers. Use it as a context manager: it leaves the group at the end."""
+    dist = Dist(read_launch())
+    args.device = dist.init(args.device, args.dist_timeout)
+    args.workers = dist.workers_per_rank(args.workers)
+    return dist
 
 
 def output_base(args) -> str:
@@ -167,10 +186,44 @@ def check_run_outputs(args, per_model: Optional[str] = None, combined: Optional[
 
 
 def evaluate(args, variant_groups: Callable[[Caption], VariantGroups], compute_metrics: MetricFunction,
-             script: str, outputs: Optional[RunOutputs] = None) -> Iterator[Dict[str, Any]]:
+             script: str, outputs: Optional[RunOutputs] = None, dist: Dist = SOLO) -> Iterator[Dict[str, Any]]:
     """The recipe every evaluation script shares, from its parsed flags: one metric dict
-    per model, in order (see lgip.engine.run.evaluate_models). Without `outputs` (from
+    per model, in order, for the rank that prints and writes it (see
+    lgip.engine.run.evaluate_models): all of them on the main rank, none on the others,
+    or under --shard-models each rank's own models. Without `outputs` (from
     check_run_outputs) the folders and --dump-pairs are checked here, before any work."""
     outputs = outputs or check_run_outputs(args)
     return evaluate_models(EvalSettings.from_args(args), outputs.specs, args.input, variant_groups, compute_metrics,
-                           script, dump_path=getattr(args, "dump_pairs", None))
+                           script, dump_path=getattr(args, "dump_pairs", None), dist=dist,
+                           shard_models=args.shard_models)
+
+
+def gather_models(args, dist: Dist, results: List[Dict[str, Any]]) -> Optional[List[Dict[str, Any]]]:
+    """Every model's result (what `evaluate` yielded, anything JSON can hold), in
+    --models order, on the main rank; None on the others. Under --shard-models the main
+    rank waits for the slowest rank and gathers theirs; otherwise it already has them."""
+    if not (args.shard_models and dist.distributed):
+        return results if dist.is_main else None
+    dist.wait_for_all()
+    every_rank = dist.gather_json(results)
+    if every_rank is None:
+        return None
+    by_tag = {result["model_tag"]: result for part in every_rank for result in part}
+    return [by_tag[spec.tag] for spec in parse_specs(args.models)]
+
+
+def read_model_files(paths: List[str]) -> List[Dict[str, Any]]:
+    """Per-model metric files, in order, for --merge-only: InputError naming every one
+    that is missing or unreadable."""
+    missing = [path for path in paths if not os.path.isfile(path)]
+    if missing:
+        raise InputError(f"--merge-only: {len(missing)} per-model file(s) missing, first {missing[0]} (its model "
+                         f"has not finished; run it, or leave it out of --models)")
+    results = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                results.append(json.load(handle))
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: not a readable metric file ({err})") from None
+    return results

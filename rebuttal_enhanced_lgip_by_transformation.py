@@ -11,6 +11,11 @@ std, positive rate, weighted gap and positive rate.
 Unlike the release: each flip is counted once (the release counted typed flips twice),
 `combined_caps` (paraphrase + flip) are evaluated as types `para+<type>` against the
 original caption, and `num_samples` counts images, not batches.
+
+On several GPUs or machines, run it under torchrun (or srun); no other change:
+
+    torchrun --standalone --nproc-per-node 8 rebuttal_enhanced_lgip_by_transformation.py
+    torchrun --standalone --nproc-per-node 8 rebuttal_enhanced_lgip_by_transformation.py --shard-models
 """
 import os
 
@@ -19,7 +24,7 @@ import numpy as np
 from lgip.engine import record_ids
 from lgip.stats import mean_or_none
 from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments,
-                         print_metrics, run_cli, write_metric_file)
+                         gather_models, launch, print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "rebuttal_enhanced_lgip_coco_native5_train2017_with_fliptypes.jsonl")
@@ -139,24 +144,32 @@ def strength_analysis(scores, bootstrap):
     }
 
 
+def report(result):
+    """A model's headline numbers, as a few lines."""
+    print_metrics(result, ["global_invariance_error_mean", "paraphrase_simple_inv_error_mean",
+                           "paraphrase_advanced_inv_error_mean"])
+    sensitivity, strength = result["global_sensitivity"], result["global_strength"]
+    print(f"  sensitivity: gap {sensitivity['gap_mean']}, pos rate {sensitivity['pos_rate']}, n={sensitivity['count']}; "
+          f"strength bins q25={strength['q_low']:.4f} q75={strength['q_high']:.4f}")
+    for flip_type, stats in result["error_type_stats"].items():
+        overall = stats["overall"]
+        print(f"  [{flip_type}] n={overall['count']} gap={overall['gap_mean']} pos={overall['pos_rate']} "
+              f"w_gap={overall['w_gap_mean']}")
+
+
 def main():
     parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
     outputs = check_run_outputs(args, combined="__ENHANCED_LGIP_analysis.json")
-    all_results = []
-    for result in evaluate(args, variant_groups, strength_analysis, "rebuttal_enhanced_lgip_by_transformation.py",
-                           outputs):
-        print_metrics(result, ["global_invariance_error_mean", "paraphrase_simple_inv_error_mean",
-                               "paraphrase_advanced_inv_error_mean"])
-        sensitivity, strength = result["global_sensitivity"], result["global_strength"]
-        print(f"  sensitivity: gap {sensitivity['gap_mean']}, pos rate {sensitivity['pos_rate']}, n={sensitivity['count']}; "
-              f"strength bins q25={strength['q_low']:.4f} q75={strength['q_high']:.4f}")
-        for flip_type, stats in result["error_type_stats"].items():
-            overall = stats["overall"]
-            print(f"  [{flip_type}] n={overall['count']} gap={overall['gap_mean']} pos={overall['pos_rate']} "
-                  f"w_gap={overall['w_gap_mean']}")
-        all_results.append(result)
-    write_metric_file(outputs.combined_path, all_results)
+    with launch(args) as dist:
+        all_results = []
+        for result in evaluate(args, variant_groups, strength_analysis, "rebuttal_enhanced_lgip_by_transformation.py",
+                               outputs, dist):
+            report(result)
+            all_results.append(result)
+        all_results = gather_models(args, dist, all_results)
+        if dist.is_main:
+            write_metric_file(outputs.combined_path, all_results)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ run, so the text alone decides. Headline numbers get 95% bootstrap intervals
 (resampling images); every number has its count.
 
 Make the input with make_compositional_perturb.py (on a perturbed file, for triples).
+
+On several GPUs or machines, run it under torchrun (or srun); no other change:
+
+    torchrun --standalone --nproc-per-node 8 run_compositional.py      # ranks share each model
+    torchrun --standalone --nproc-per-node 8 run_compositional.py --shard-models  # whole models per rank
 """
 import os
 
@@ -25,7 +30,7 @@ from lgip.engine import record_ids
 from lgip.io import InputError
 from lgip.perturb import ORDER_TYPES, SWAP_TYPES
 from lgip.stats import mean_or_none
-from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments,
+from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments, launch,
                          print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
@@ -201,9 +206,10 @@ def main():
     parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
     outputs = check_run_outputs(args, per_model="__COMPOSITIONAL_{tag}.metrics.json")
-    for metrics in evaluate(args, variant_groups, compositional_metrics, "run_compositional.py", outputs):
-        print_metrics(metrics, HEADLINE + [f"blind.{key}" for key in HEADLINE])
-        write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
+    with launch(args) as dist:
+        for metrics in evaluate(args, variant_groups, compositional_metrics, "run_compositional.py", outputs, dist):
+            print_metrics(metrics, HEADLINE + [f"blind.{key}" for key in HEADLINE])
+            write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ intervals, run facts and a config block.
 
 Shares the embedding cache with the other scripts: after `run_lgip_multi.py` on the
 same file and models, nothing new is encoded.
+
+On several GPUs or machines, run it under torchrun (or srun); no other change:
+
+    torchrun --standalone --nproc-per-node 8 run_lgip_by_fliptype.py      # ranks share each model
+    torchrun --standalone --nproc-per-node 8 run_lgip_by_fliptype.py --shard-models  # whole models per rank
 """
 import os
 
@@ -13,7 +18,7 @@ from lgip.engine import record_ids
 from lgip.engine.plan import TYPED_FLIP_PREFIX
 from lgip.stats import gap_summary, mean_or_none
 from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments,
-                         print_metrics, run_cli, write_metric_file)
+                         gather_models, launch, print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_fliptypes.jsonl")
@@ -65,13 +70,16 @@ def main():
     parser = evaluation_arguments(__doc__, globals())
     args = parser.parse_args()
     outputs = check_run_outputs(args, combined="__LGIP_fliptypes.metrics.json")
-    all_metrics = []
-    for metrics in evaluate(args, variant_groups, fliptype_metrics, "run_lgip_by_fliptype.py", outputs):
-        print_metrics(metrics, ["invariance_error_mean"])
-        for name, summary in [("global", metrics["global_sensitivity"]), *metrics["by_flip_type"].items()]:
-            print(f"  {name:>8}: gap_mean={summary['gap_mean']}, pos_rate={summary['pos_rate']}, count={summary['count']}")
-        all_metrics.append(metrics)
-    write_metric_file(outputs.combined_path, all_metrics)
+    with launch(args) as dist:
+        all_metrics = []
+        for metrics in evaluate(args, variant_groups, fliptype_metrics, "run_lgip_by_fliptype.py", outputs, dist):
+            print_metrics(metrics, ["invariance_error_mean"])
+            for name, summary in [("global", metrics["global_sensitivity"]), *metrics["by_flip_type"].items()]:
+                print(f"  {name:>8}: gap_mean={summary['gap_mean']}, pos_rate={summary['pos_rate']}, count={summary['count']}")
+            all_metrics.append(metrics)
+        all_metrics = gather_models(args, dist, all_metrics)
+        if dist.is_main:
+            write_metric_file(outputs.combined_path, all_metrics)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,19 @@ Writes `<input stem>__LGIP_<model_tag>.metrics.json` per model and
 bootstrap intervals, standard image<->text retrieval recall@1/5/10 over the same
 images and original captions, run facts and a config block. Every unique image and text is
 encoded once per model, through the embedding cache shared by all scripts.
+
+On several GPUs or machines, run it under torchrun (or srun); no other change:
+
+    torchrun --standalone --nproc-per-node 8 run_lgip_multi.py      # ranks share each model
+    torchrun --standalone --nproc-per-node 8 run_lgip_multi.py --shard-models  # whole models per rank
+    python run_lgip_multi.py --merge-only   # rebuild _ALL from the per-model files
 """
 import os
 
 from lgip.engine import record_ids
 from lgip.stats import gap_summary, mean_or_none
 from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments,
-                         print_metrics, run_cli, write_metric_file)
+                         gather_models, launch, print_metrics, read_model_files, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_perturb.jsonl")
@@ -58,17 +64,28 @@ def lgip_metrics(scores, bootstrap):
 
 def main():
     parser = evaluation_arguments(__doc__, globals())
+    parser.add_argument("--merge-only", action="store_true",
+                        help="only write the _ALL file from the per-model files already there (after a "
+                             "--shard-models run that was stopped)")
     args = parser.parse_args()
     outputs = check_run_outputs(args, per_model="__LGIP_{tag}.metrics.json", combined="__LGIP_ALL.metrics.json")
-    all_metrics = []
-    for metrics in evaluate(args, variant_groups, lgip_metrics, "run_lgip_multi.py", outputs):
-        print_metrics(metrics, HEADLINE)
-        retrieval = metrics["retrieval"]
-        print(f"  retrieval R@1/5/10: image->text {'/'.join(f'{v:.3f}' for v in retrieval['image_to_text'].values())}, "
-              f"text->image {'/'.join(f'{v:.3f}' for v in retrieval['text_to_image'].values())}")
-        write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
-        all_metrics.append(metrics)
-    write_metric_file(outputs.combined_path, all_metrics)
+    with launch(args) as dist:
+        if args.merge_only:
+            if dist.is_main:
+                write_metric_file(outputs.combined_path,
+                                  read_model_files([outputs.per_model_path(spec.tag) for spec in outputs.specs]))
+            return
+        all_metrics = []
+        for metrics in evaluate(args, variant_groups, lgip_metrics, "run_lgip_multi.py", outputs, dist):
+            print_metrics(metrics, HEADLINE)
+            retrieval = metrics["retrieval"]
+            print(f"  retrieval R@1/5/10: image->text {'/'.join(f'{v:.3f}' for v in retrieval['image_to_text'].values())}, "
+                  f"text->image {'/'.join(f'{v:.3f}' for v in retrieval['text_to_image'].values())}")
+            write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
+            all_metrics.append(metrics)
+        all_metrics = gather_models(args, dist, all_metrics)
+        if dist.is_main:
+            write_metric_file(outputs.combined_path, all_metrics)
 
 
 if __name__ == "__main__":

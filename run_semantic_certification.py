@@ -38,8 +38,9 @@ from lgip.io import InputError, atomic_output, file_sha256, is_stream, refuse_in
 from lgip.labelled import DEFAULT_EDITS, DEFAULT_TEMPLATE, fill_template, read_edits, read_labelled, read_templates
 from lgip.models import load_model, parse_specs
 from lgip.models.base import resolve_device
-from lgip.probes.certify import (EXTENT_LEVELS, TRANSFORMS, certified_accuracy, certify, interval_count_distribution,
-                                 mean_certified_extent, share_fully_certified, top_flip_classes, transform_embeddings)
+from lgip.probes.certify import EXTENT_LEVELS, TRANSFORMS, certify, transform_embeddings
+from lgip.probes.certify_summary import (certified_accuracy, interval_count_distribution, mean_certified_extent,
+                                         share_fully_certified, top_flip_classes)
 from lgip.probes.zeroshot import class_embeddings
 from lgip.stats import MIN_RECORDS_FOR_INTERVAL, Bootstrap
 from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluation_arguments, print_metrics,

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, Sequence
 
-from lgip.io import InputError, write_json
+from lgip.io import InputError, RankFailure, write_json
 
 
 class PipeSafeStream:
@@ -70,7 +70,8 @@ def pipe_safe_output():
 
 
 def run_cli(main: Callable[[], Any]) -> None:
-    """Run a script's main(); an InputError becomes one `error:` line and exit code 2.
+    """Run a script's main(); an InputError becomes one `error:` line and exit code 2, a
+    RankFailure (a run over several ranks lost one) one `error:` line and exit code 1.
     Printing never fails the run: a closed stdout (`| head`) is ignored and every file
     is still written."""
     with pipe_safe_output():
@@ -79,6 +80,13 @@ def run_cli(main: Callable[[], Any]) -> None:
         except InputError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except RankFailure as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # A process group that lost a peer cannot be torn down cleanly (its threads can
+            # abort the interpreter's exit with a second message): leave at once.
+            os._exit(1)
         except KeyboardInterrupt:
             print("interrupted: no partial output was written", file=sys.stderr)
             sys.exit(130)

@@ -22,6 +22,12 @@ class InputError(Exception):
     (where there is one) and what is wrong; scripts print it and exit with code 2."""
 
 
+class RankFailure(Exception):
+    """A run of several ranks (torchrun, srun) cannot go on: another rank stopped or a
+    collective timed out. The message is one line naming this rank; scripts print it and
+    exit with code 1, and a rerun resumes from the embedding cache."""
+
+
 def where(path: str, line_no: int | None = None) -> str:
     """`path:line` (or just `path`) as error messages start."""
     return f"{path}:{line_no}" if line_no is not None else str(path)

@@ -80,10 +80,15 @@ class ShardStore:
     token facts and a sha256 of those). Nothing is held in memory but the rows not yet
     written: `fill` reads the shards one at a time and copies the rows a run asks for. A
     shard that cannot be read or whose digests do not match is deleted with a warning
-    and its rows are encoded again."""
+    and its rows are encoded again. Shard names carry the time, the process id and
+    `writer` (a rank, where several ranks write into one folder), so no two writers ever
+    make the same file; `settings` (written once, as `settings.json`) is given to one
+    writer only."""
 
-    def __init__(self, folder: Optional[str], kind: str, shard_rows: int, settings: Optional[Dict[str, Any]] = None):
+    def __init__(self, folder: Optional[str], kind: str, shard_rows: int, settings: Optional[Dict[str, Any]] = None,
+                 writer: str = ""):
         self.folder, self.kind, self.shard_rows, self.settings = folder, kind, shard_rows, settings
+        self.writer = writer
         self._pending_keys: List[str] = []
         self._pending_rows: List[Any] = []
         self._pending_facts: List[Optional[TokenFacts]] = []
@@ -182,7 +187,7 @@ class ShardStore:
         settings_path = os.path.join(self.folder, "settings.json")
         if self.settings is not None and not os.path.exists(settings_path):  # created on first write only
             write_json(settings_path, self.settings)
-        path = os.path.join(self.folder, f"{self.kind}-{time.time_ns()}-{os.getpid()}.npz")
+        path = os.path.join(self.folder, f"{self.kind}-{time.time_ns()}-{os.getpid()}{self.writer}.npz")
         with atomic_output(path, "wb") as handle:
             np.savez(handle, **members)
         self._pending_keys, self._pending_rows, self._pending_facts = [], [], []

@@ -8,6 +8,10 @@ prefix computed once where the tower allows (chunks of texts sorted by token ids
 in batches of one token width. The model is asked for (`model.loaded()`) only where
 something must be decoded, tokenised or encoded, and torch is imported only there, so a
 run that finds everything in the cache loads no model and imports no torch.
+
+Under several ranks (`dist`) the main rank reads the cache, the ranks share the
+tokenising (every rank gets every result) and the image batches and text chunks one
+process would encode (each writing its own shards), and the main rank gets every row.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lgip.engine.cache import ShardStore, TokenFacts, cache_folder, image_key, text_key
+from lgip.engine.distributed import SOLO, Dist, RowCollector
 from lgip.engine.settings import EvalSettings
 
 if TYPE_CHECKING:
@@ -70,7 +75,7 @@ class TokenTable:
         self.facts, self.cached = facts, cached
         self.flat = np.zeros(0, np.int32)
         self.offsets = np.full(len(facts.length), -1, dtype=np.int64)
-        self.pad_id = 0
+        self.pad_id = 0  # set by whoever tokenises with a model
         self.seconds = 0.0  # spent tokenising
 
     @property
@@ -81,25 +86,33 @@ class TokenTable:
     def truncated(self):
         return self.facts.truncated
 
-    def tokenise(self, model: "VisionLanguageModel", texts: List[str], which, progress: bool = True) -> None:
-        """Tokenise `texts[which]` (those not tokenised yet), in chunks, keeping their
-        ids and facts."""
+    def tokenise(self, model: "VisionLanguageModel", texts: List[str], which, progress: bool = True,
+                 dist: Dist = SOLO) -> None:
+        """Tokenise `texts[which]` (those not tokenised yet), in chunks, keeping their ids
+        and facts (the model is loaded only where there is something to tokenise). Under
+        several ranks, a call every rank makes with the same `which`: each tokenises a
+        strided share of the chunks and every rank gets every result."""
         started = time.perf_counter()
         which = np.asarray(which, dtype=np.int64)
         which = which[self.offsets[which] < 0]
-        self.pad_id = model.pad_id
-        pieces = [self.flat]
-        start_offset = len(self.flat)
-        for start in tqdm(range(0, len(which), TOKENIZE_CHUNK), desc="tokenising", unit="chunk",
-                          disable=not progress or len(which) <= TOKENIZE_CHUNK, dynamic_ncols=True):
-            rows = which[start:start + TOKENIZE_CHUNK]
+        mine = dist.shard([which[start:start + TOKENIZE_CHUNK] for start in range(0, len(which), TOKENIZE_CHUNK)])
+        parts = []
+        for rows in tqdm(mine, desc="tokenising", unit="chunk", disable=not progress or len(mine) <= 1,
+                         dynamic_ncols=True):
+            model = model.loaded()
             batch = model.tokenize([texts[t] for t in rows])
             ids = np.asarray(batch.ids, dtype=np.int64)
             lengths = np.asarray(batch.lengths, dtype=np.int64)
-            pieces.append(ids[np.arange(ids.shape[1])[None, :] < lengths[:, None]].astype(np.int32))
-            self.facts.put(rows, TokenFacts(lengths, np.asarray(batch.truncated, bool), token_hashes(ids, lengths)))
+            parts.append((rows, ids[np.arange(ids.shape[1])[None, :] < lengths[:, None]].astype(np.int32), lengths,
+                          np.asarray(batch.truncated, bool), token_hashes(ids, lengths)))
+        if dist.distributed and len(which):
+            parts = _every_rank_parts(parts, dist)
+        pieces, start_offset = [self.flat], len(self.flat)
+        for rows, flat, lengths, truncated, hashes in parts:
+            self.facts.put(rows, TokenFacts(lengths, truncated, hashes))
             self.offsets[rows] = start_offset + np.concatenate([[0], np.cumsum(lengths)[:-1]])
-            start_offset += int(lengths.sum())
+            pieces.append(flat)
+            start_offset += len(flat)
         self.flat = np.concatenate(pieces)
         self.seconds += time.perf_counter() - started
 
@@ -123,10 +136,24 @@ class TokenTable:
         return (self.lengths[left] == self.lengths[right]) & (self.facts.hash[left] == self.facts.hash[right]).all(axis=1)
 
 
-def tokenize_all(model: "VisionLanguageModel", texts: List[str], progress: bool = True) -> TokenTable:
-    """Every text tokenised once into a TokenTable."""
+def _every_rank_parts(mine, dist: Dist):
+    """Every rank's tokenised parts (rows, flat ids, lengths, truncated, hashes), from
+    each rank's own, on every rank."""
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, bool),
+             np.zeros((0, 2), np.uint64))
+    columns = [dist.all_gather_arrays(np.concatenate([part[k] for part in mine]).reshape(-1) if mine
+                                      else empty[k].reshape(-1)) for k in range(5)]
+    return [(rows, flat, lengths, truncated, hashes.reshape(-1, 2))
+            for rows, flat, lengths, truncated, hashes in zip(*columns)]
+
+
+def tokenize_all(model: "VisionLanguageModel", texts: List[str], progress: bool = True,
+                 dist: Dist = SOLO) -> TokenTable:
+    """Every text tokenised once into a TokenTable (under several ranks, shared by them;
+    every rank gets the whole table)."""
     tokens = TokenTable(TokenFacts.empty(len(texts)))
-    tokens.tokenise(model, texts, np.arange(len(texts)), progress)
+    tokens.tokenise(model, texts, np.arange(len(texts)), progress, dist)
+    tokens.pad_id = model.pad_id
     return tokens
 
 
@@ -172,11 +199,14 @@ def _unopenable(path: str) -> Optional[str]:
 
 
 def encode_images(model: "VisionLanguageModel", paths: List[str], store: ShardStore, batch_size: int,
-                  workers: int, progress: bool = True):
+                  workers: int, progress: bool = True, dist: Dist = SOLO):
     """Embeddings [len(paths), D] (NaN rows for images that failed) and {index: reason}
     for the failures. Cached images are not opened and files that are not there are
     reported without the model; the rest decode in DataLoader workers with the model's
-    own preprocessing."""
+    own preprocessing. Under several ranks the main rank reads the cache, each rank
+    encodes a strided slice of the batches one process would encode (writing its own
+    cache shards), and the main rank gets every row and every failure; the others get
+    (None, {})."""
     keys: List[Optional[str]] = []
     failures: Dict[int, str] = {}
     for index, path in enumerate(paths):
@@ -187,10 +217,12 @@ def encode_images(model: "VisionLanguageModel", paths: List[str], store: ShardSt
             reason = _unopenable(path)
             if reason is not None:
                 failures[index] = reason
-    found, matrix = store.fill(keys)
+    found, matrix = store.fill(keys) if dist.is_main else (None, None)
+    found = dist.broadcast_mask(found, len(keys)).copy()
     found[list(failures)] = True  # nothing to decode there
     missing = np.flatnonzero(~found).tolist()
-    batches = [missing[start:start + batch_size] for start in range(0, len(missing), batch_size)]
+    batches = dist.shard([missing[start:start + batch_size] for start in range(0, len(missing), batch_size)])
+    collector = RowCollector(dist, len(paths), matrix)
     if batches:
         import torch
 
@@ -199,18 +231,22 @@ def encode_images(model: "VisionLanguageModel", paths: List[str], store: ShardSt
         loader = torch.utils.data.DataLoader(_ImageFiles(paths, model.image_transform), batch_sampler=batches,
                                              num_workers=workers, collate_fn=_collate_images, pin_memory=on_cuda,
                                              prefetch_factor=PREFETCH_BATCHES if workers > 0 else None)
-        with tqdm(total=len(missing), desc=f"images [{model.spec.spec}]", unit="img", disable=not progress,
+        with tqdm(total=sum(map(len, batches)), desc=f"images [{model.spec.spec}]", unit="img", disable=not progress,
                   dynamic_ncols=True) as bar:
             for indices, pixels, failed in loader:
                 failures.update(failed)
                 if pixels is not None:
                     embeddings = model.encode_images(pixels).numpy()
-                    if matrix is None:
-                        matrix = np.full((len(paths), embeddings.shape[1]), np.nan, dtype=np.float32)
-                    matrix[indices] = embeddings
+                    collector.add(indices, embeddings)
                     store.add([keys[i] for i in indices], embeddings)
                 bar.update(len(indices) + len(failed))
         store.flush()
+    matrix = collector.finish()
+    if dist.distributed:
+        every_rank = dist.gather_json(sorted(failures.items()))
+        if every_rank is None:
+            return None, {}
+        failures = {index: reason for part in every_rank for index, reason in part}
     return (matrix if matrix is not None else np.full((len(paths), 1), np.nan, np.float32)), failures
 
 
@@ -254,81 +290,105 @@ def text_batches(model: "VisionLanguageModel", tokens: TokenTable, unit_text, un
 
 
 def encode_text_units(model: "VisionLanguageModel", texts: List[str], tokens: TokenTable, unit_text, unit_width,
-                      store: ShardStore, batch_size: int, progress: bool = True, cached=None):
+                      store: ShardStore, batch_size: int, progress: bool = True, cached=None, dist: Dist = SOLO):
     """Embeddings [U, D] of text units: text `unit_text[u]` padded to `unit_width[u]`
     tokens (0: the model's default). Only units missing from the cache (`cached`:
     (found, matrix) already read, else read here) are encoded, in `text_batches`; their
     texts are tokenised first where they were not. Rows found in the cache whose texts
-    had no token facts there (shards older than the facts) are written again with them."""
+    had no token facts there (shards older than the facts) are written again with them.
+    Under several ranks each encodes a strided slice of the batches and the main rank
+    gets every row; the others get None."""
     keys = [text_key(texts[t], int(w)) for t, w in zip(unit_text.tolist(), unit_width.tolist())]
-    found, matrix = store.fill(keys) if cached is None else cached
+    if cached is None:
+        cached = store.fill(keys) if dist.is_main else (None, None)
+    found, matrix = cached
+    found = dist.broadcast_mask(found, len(keys))
     missing = np.flatnonzero(~found)
+    collector = RowCollector(dist, len(keys), matrix)
     if len(missing):
         import torch
 
+        tokens.tokenise(model, texts, np.unique(unit_text[missing]), progress, dist)
         model = model.loaded()
-        tokens.tokenise(model, texts, np.unique(unit_text[missing]), progress)
-        with tqdm(total=len(missing), desc=f"texts  [{model.spec.spec}]", unit="txt", disable=not progress,
-                  dynamic_ncols=True) as bar:
-            for batch, width in text_batches(model, tokens, unit_text, unit_width, missing, batch_size):
+        tokens.pad_id = model.pad_id
+        batches = dist.shard(text_batches(model, tokens, unit_text, unit_width, missing, batch_size))
+        with tqdm(total=sum(len(batch) for batch, _ in batches), desc=f"texts  [{model.spec.spec}]", unit="txt",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for batch, width in batches:
                 rows = unit_text[batch]
                 if width is None:
                     embeddings = model.encode_token_rows(tokens.token_lists(rows)).numpy()
                 else:
                     embeddings = model.encode_tokens(torch.from_numpy(tokens.rows(rows, width)),
                                                      tokens.lengths[rows]).numpy()
-                if matrix is None:
-                    matrix = np.full((len(keys), embeddings.shape[1]), np.nan, dtype=np.float32)
-                matrix[batch] = embeddings
+                collector.add(batch, embeddings)
                 store.add([keys[u] for u in batch], embeddings, tokens.facts.take(rows))
                 bar.update(len(batch))
-    without_facts = np.flatnonzero(found & ~tokens.cached[unit_text]) if tokens.cached is not None else []
-    if len(without_facts):
-        store.add([keys[u] for u in without_facts], matrix[without_facts], tokens.facts.take(unit_text[without_facts]))
+    if dist.is_main and tokens.cached is not None:
+        without_facts = np.flatnonzero(found & ~tokens.cached[unit_text])
+        if len(without_facts):
+            store.add([keys[u] for u in without_facts], collector.matrix[without_facts],
+                      tokens.facts.take(unit_text[without_facts]))
     store.flush()
+    matrix = collector.finish()
+    if not dist.is_main:
+        return None
     return matrix if matrix is not None else np.zeros((0, 1), np.float32)
 
 
 def embed_text_units(model: "VisionLanguageModel", texts: List[str], store: ShardStore, batch_size: int,
-                     progress: bool = True, units_of=None):
+                     progress: bool = True, units_of=None, dist: Dist = SOLO):
     """(TokenTable, unit embeddings, unit_text, unit_width) of `texts` through the cache.
     Units are each text at the model's default padding, or `units_of(tokens)` ->
     (unit_text, unit_width) where they depend on token lengths. Texts whose token facts
     the cache holds are not tokenised (when each text is a unit, their facts and
-    embeddings come in one pass over the shards)."""
+    embeddings come in one pass over the shards). Under several ranks the main rank
+    reads the cache and gets the embeddings (the others get None); where the units
+    depend on lengths, every rank needs them all, so every text is tokenised."""
     digests = [text_key(text, 0) for text in texts]
     one_unit_per_text = units_of is None
-    found, matrix, facts, known = store.fill_with_facts(digests if one_unit_per_text else [], digests)
+    if dist.is_main:
+        found, matrix, facts, known = store.fill_with_facts(digests if one_unit_per_text else [], digests)
+    else:
+        found, matrix, facts, known = None, None, TokenFacts.empty(len(texts)), np.zeros(len(texts), bool)
     tokens = TokenTable(facts, known)
-    if not known.all():
-        tokens.tokenise(model.loaded(), texts, np.flatnonzero(~known), progress)
+    unknown = ~known if one_unit_per_text or not dist.distributed else np.ones(len(texts), bool)
+    tokens.tokenise(model, texts, np.flatnonzero(dist.broadcast_mask(unknown, len(texts))), progress, dist)
     if one_unit_per_text:
         unit_text, unit_width, cached = np.arange(len(texts)), np.zeros(len(texts), np.int64), (found, matrix)
     else:
         (unit_text, unit_width), cached = units_of(tokens), None
-    embeddings = encode_text_units(model, texts, tokens, unit_text, unit_width, store, batch_size, progress, cached)
+    embeddings = encode_text_units(model, texts, tokens, unit_text, unit_width, store, batch_size, progress, cached,
+                                   dist)
     return tokens, embeddings, unit_text, unit_width
 
 
-def cache_stores(model: "VisionLanguageModel", settings: EvalSettings):
+def cache_stores(model: "VisionLanguageModel", settings: EvalSettings, dist: Dist = SOLO):
     """(image store, text store) of `model` under `settings.cache_dir` (stores that keep
-    nothing when the cache is off), keyed by everything that changes an embedding."""
+    nothing when the cache is off), keyed by everything that changes an embedding.
+    Under several ranks each rank's shards carry its rank and only the main rank
+    writes `settings.json`."""
     # Named by the spec's own tag, not the run's: a model finds its cache whatever a run calls it.
     folder, keyed_settings = cache_folder(settings.cache_dir, model.spec.default_tag,
                                           {**model.settings(), "device": model.device.split(":")[0]})
-    return (ShardStore(folder, "images", settings.cache_shard_rows, keyed_settings),
-            ShardStore(folder, "texts", settings.cache_shard_rows, keyed_settings))
+    writer, owned_settings = (f"-rank{dist.rank}" if dist.distributed else ""), (keyed_settings if dist.is_main else None)
+    return (ShardStore(folder, "images", settings.cache_shard_rows, owned_settings, writer),
+            ShardStore(folder, "texts", settings.cache_shard_rows, owned_settings, writer))
 
 
-def embed_images(model: "VisionLanguageModel", paths: List[str], settings: EvalSettings):
+def embed_images(model: "VisionLanguageModel", paths: List[str], settings: EvalSettings, dist: Dist = SOLO):
     """Unit embeddings [len(paths), D] of image files through the cache (NaN rows for
-    images that failed) and {index: reason} for the failures."""
-    image_store, _ = cache_stores(model, settings)
-    return encode_images(model, paths, image_store, settings.batch_size, settings.workers, settings.progress)
+    images that failed) and {index: reason} for the failures; under several ranks the
+    ranks share the work and the others get (None, {})."""
+    image_store, _ = cache_stores(model, settings, dist)
+    return encode_images(model, paths, image_store, settings.batch_size, settings.workers,
+                         settings.progress and dist.is_main, dist)
 
 
-def embed_texts(model: "VisionLanguageModel", texts: List[str], settings: EvalSettings):
+def embed_texts(model: "VisionLanguageModel", texts: List[str], settings: EvalSettings, dist: Dist = SOLO):
     """Unit embeddings [len(texts), D] of distinct texts through the cache, each at the
-    model's default padding."""
-    _, text_store = cache_stores(model, settings)
-    return embed_text_units(model, texts, text_store, settings.text_batch_size, settings.progress)[1]
+    model's default padding; under several ranks the ranks share the work and the
+    others get None."""
+    _, text_store = cache_stores(model, settings, dist)
+    return embed_text_units(model, texts, text_store, settings.text_batch_size, settings.progress and dist.is_main,
+                            dist=dist)[1]

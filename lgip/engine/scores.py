@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import numpy as np
 
+from lgip.engine.distributed import SOLO, Dist
 from lgip.engine.embed import TokenTable, cache_stores, embed_text_units, encode_images
 from lgip.engine.plan import PairPlan
 from lgip.engine.settings import EvalSettings
@@ -82,14 +83,17 @@ def text_units(plan: PairPlan, tokens: TokenTable, longest_padding: bool):
 
 
 def score_plan(model: "VisionLanguageModel", plan: PairPlan, settings: EvalSettings,
-               timings: Optional[Dict[str, float]] = None) -> Scores:
+               timings: Optional[Dict[str, float]] = None, dist: Dist = SOLO) -> Optional[Scores]:
     """Encode what the plan needs (through the cache) and score every caption and pair.
-    `model` may be a stand-in that loads the model only when something is missing."""
+    `model` may be a stand-in that loads the model only when something is missing.
+    Under several ranks every rank encodes its share and only the main rank gets the
+    Scores; the others get None."""
     timings = {} if timings is None else timings
-    image_store, text_store = cache_stores(model, settings)
+    image_store, text_store = cache_stores(model, settings, dist)
+    progress = settings.progress and dist.is_main
     started = time.perf_counter()
     image_embeddings, failures = encode_images(model, plan.images, image_store, settings.batch_size, settings.workers,
-                                               settings.progress)
+                                               progress, dist)
     timings["images"] = time.perf_counter() - started
     if failures and settings.strict:  # before a single text is encoded
         raise InputError(image_failures_message(plan, failures) + f"; {len(failures)} image(s) failed in all")
@@ -102,11 +106,13 @@ def score_plan(model: "VisionLanguageModel", plan: PairPlan, settings: EvalSetti
     longest = getattr(model, "padding", "max_length") == "longest"
     units_of = (lambda tokens: text_units(plan, tokens, True)[2:]) if longest else None
     tokens, text_embeddings, unit_text, unit_width = embed_text_units(model, plan.texts, text_store,
-                                                                      settings.text_batch_size, settings.progress,
-                                                                      units_of)
-    caption_unit, pair_unit, _, _ = text_units(plan, tokens, longest)
+                                                                      settings.text_batch_size, progress, units_of,
+                                                                      dist)
     timings["texts"] = time.perf_counter() - started
     timings["tokenise"] = tokens.seconds  # part of "texts"
+    if not dist.is_main:
+        return None
+    caption_unit, pair_unit, _, _ = text_units(plan, tokens, longest)
 
     started = time.perf_counter()
     image_ok = np.ones(len(plan.images), dtype=bool)

@@ -13,6 +13,7 @@ model, and loads it only if something must be decoded, tokenised or encoded afte
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ def record_path(settings: EvalSettings, spec: ModelSpec, device: str) -> Tuple[s
              "siglip_padding": settings.siglip_padding, "prefix_sharing": settings.prefix_sharing,
              "versions": library_versions()}
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-    return os.path.join(settings.cache_dir, INDEX_FOLDER, f"{spec.tag}-{key}.json"), keyed
+    return os.path.join(settings.cache_dir, INDEX_FOLDER, f"{spec.default_tag}-{key}.json"), keyed
 
 
 def load_options(settings: EvalSettings) -> Dict[str, Any]:
@@ -77,7 +78,8 @@ def load_for_record(settings: EvalSettings, spec: ModelSpec, device: str):
 
 class StaleRecord(Exception):
     """The model a CachedModel loaded does not have the recorded settings (its weights
-    changed without their size or modification time changing): the run starts over."""
+    changed without their size or modification time changing): the record is deleted
+    and the run starts over."""
 
 
 class CachedModel:
@@ -85,10 +87,12 @@ class CachedModel:
     to find its cache folder and fill a metric file's config. `loaded()` loads the model
     itself the first time something needs it (StaleRecord if it is not the recorded one)."""
 
-    def __init__(self, spec: ModelSpec, device: str, record: Dict[str, Any], load: Callable[[], Any]):
+    def __init__(self, spec: ModelSpec, device: str, record: Dict[str, Any], load: Callable[[], Any],
+                 record_file: Optional[str] = None):
         self.spec, self.device = spec, device
         self.backend, self.padding = record["model"]["backend"], record["model"]["padding"]
         self._settings, self._load, self._model = record["model"]["settings"], load, None
+        self._record_file = record_file
 
     def settings(self) -> Dict[str, Any]:
         return dict(self._settings)
@@ -97,6 +101,9 @@ class CachedModel:
         if self._model is None:
             model = self._load()
             if json.loads(json.dumps(model.settings(), default=str)) != self._settings:
+                if self._record_file:  # so that no later run trusts it, even if this one stops
+                    with contextlib.suppress(OSError):
+                        os.remove(self._record_file)
                 raise StaleRecord(f"{self.spec.spec}: the loaded model's settings differ from the cache's record")
             self._model = model
         return self._model
@@ -118,7 +125,7 @@ def cached_model(settings: EvalSettings, spec: ModelSpec, device: str) -> Option
     except (OSError, ValueError, KeyError, TypeError):  # no record, or one this code cannot read
         return None
     return CachedModel(spec, device, record, lambda: load_model(spec, device, settings.precision,
-                                                                **load_options(settings)))
+                                                                **load_options(settings)), path)
 
 
 def model_for_run(settings: EvalSettings, spec: ModelSpec, device: str):

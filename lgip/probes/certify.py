@@ -83,9 +83,8 @@ interval when that interval is certified for the prediction, otherwise 0.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -114,28 +113,16 @@ def _rowdot(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.einsum("md,md->m", left, right)
 
 
-def _plane(sources: np.ndarray, targets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """For unit rows a, a': the unit e2 completing e1 = a to a basis of span(a, a') toward
-    a' (zero where a' = +-a), and the angle theta from a to a' (0 there)."""
-    cos_theta = _rowdot(sources, targets)
-    away = targets - cos_theta[:, None] * sources
-    sin_theta = np.linalg.norm(away, axis=1)
-    moving = sin_theta > DEGENERATE_SIN
-    e2 = np.divide(away, sin_theta[:, None], out=np.zeros_like(away), where=moving[:, None])
-    theta = np.where(moving, np.arctan2(sin_theta, cos_theta), 0.0)
-    return e2, theta
-
-
-def _great_circle(images: np.ndarray, targets: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For unit rows z, a': k = <z, a'>, the unit tangent v at z toward a' (zero where
-    z = +-a') and the angle omega from z to a' (0 there)."""
-    k = _rowdot(images, targets)
-    away = targets - k[:, None] * images
-    sin_omega = np.linalg.norm(away, axis=1)
-    moving = sin_omega > DEGENERATE_SIN
-    tangent = np.divide(away, sin_omega[:, None], out=np.zeros_like(away), where=moving[:, None])
-    omega = np.where(moving, np.arctan2(sin_omega, k), 0.0)
-    return k, tangent, omega
+def _turn(start: np.ndarray, toward: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For unit rows p (start) and q (toward): <p, q>, the unit tangent at p toward q (the
+    e2 completing e1 = p to a basis of span(p, q); zero where q = +-p) and the angle from p
+    to q in [0, pi] (0 there)."""
+    cos = _rowdot(start, toward)
+    away = toward - cos[:, None] * start
+    sin = np.linalg.norm(away, axis=1)
+    moving = sin > DEGENERATE_SIN
+    tangent = np.divide(away, sin[:, None], out=np.zeros_like(away), where=moving[:, None])
+    return cos, tangent, np.where(moving, np.arctan2(sin, cos), 0.0)
 
 
 def transform_embeddings(images, sources, targets, phi, transform: str = "rotate") -> np.ndarray:
@@ -146,12 +133,12 @@ def transform_embeddings(images, sources, targets, phi, transform: str = "rotate
     z, a, a2 = unit_rows(images), unit_rows(sources), unit_rows(targets)
     phi = np.broadcast_to(np.asarray(phi, dtype=np.float64), (z.shape[0],))[:, None]
     if transform == "rotate":
-        e2, theta = _plane(a, a2)
+        _, e2, theta = _turn(a, a2)
         x, y = _rowdot(z, a)[:, None], _rowdot(z, e2)[:, None]
         t = phi * theta[:, None]
         return z + (x * (np.cos(t) - 1) - y * np.sin(t)) * a + (x * np.sin(t) + y * (np.cos(t) - 1)) * e2
     if transform == "slerp":
-        _, tangent, omega = _great_circle(z, a2)
+        _, tangent, omega = _turn(z, a2)
         t = phi * omega[:, None]
         return np.cos(t) * z + np.sin(t) * tangent
     return unit_rows((1 - phi) * z + phi * a2)
@@ -336,8 +323,7 @@ def _edit_planes(sources, targets, classes):
     cos, sin and angle from a to a' [E, C], and alpha = <a, u>, beta = <e2, u> [E, C, C]."""
     n_edits, n_classes, dim = targets.shape
     flat_sources, flat_targets = sources.reshape(-1, dim), targets.reshape(-1, dim)
-    cos_theta = np.einsum("md,md->m", flat_sources, flat_targets)
-    e2, theta = _plane(flat_sources, flat_targets)
+    cos_theta, e2, theta = _turn(flat_sources, flat_targets)
     sin_theta = np.where(theta > 0, np.sin(theta), 0.0)
     alpha = (flat_sources @ classes.T).reshape(n_edits, n_classes, n_classes)
     beta = (e2 @ classes.T).reshape(n_edits, n_classes, n_classes)
@@ -656,61 +642,3 @@ def certify(image_embeddings, class_embeddings, target_embeddings, *, source_emb
               for eps, per_edit in found.items()}
     flip = _first_flip(merged[0.0], predicted, n_rows)
     return [_summarise(transform, eps, predicted, merged[eps], flip) for eps in budgets]
-
-
-# Summaries the certification script reports. Each takes arrays for the images (and edits)
-# it should pool over: pass extent[:, e] for one edit or extent[:, family_edits] for a family.
-
-def certified_accuracy(extent, correct, levels: Sequence[float] = EXTENT_LEVELS) -> Dict[float, Optional[float]]:
-    """Share of all entries (images, pooled over the edits given) that are classified
-    correctly and keep their class up to each extent level: correct and extent >= level.
-    `extent` [N] or [N, k]; `correct` [N] bools. None for each level when there is no entry."""
-    extent = np.asarray(extent, dtype=np.float64)
-    correct = _broadcast_images(correct, extent)
-    if extent.size == 0:
-        return {float(level): None for level in levels}
-    return {float(level): float(np.mean(correct & (extent >= level))) for level in levels}
-
-
-def mean_certified_extent(extent, correct) -> Optional[float]:
-    """Mean certified extent over correctly classified images (pooled over the edits
-    given); one that never changes class counts 1. None when no image is correct."""
-    extent = np.asarray(extent, dtype=np.float64)
-    correct = _broadcast_images(correct, extent)
-    return float(extent[correct].mean()) if correct.any() else None
-
-
-def share_fully_certified(extent, correct) -> Optional[float]:
-    """Among correctly classified images (pooled over the edits given), the share
-    certified on all of [0, 1]. None when no image is correct."""
-    extent = np.asarray(extent, dtype=np.float64)
-    correct = _broadcast_images(correct, extent)
-    return float(np.mean(extent[correct] >= 1.0)) if correct.any() else None
-
-
-def top_flip_classes(flip_class, classnames: Sequence[str], top: int = 5, mask=None) -> List[Tuple[str, int]]:
-    """The classes images flip to most often, as (name, count), most frequent first (ties
-    by name); `mask` [N] (e.g. correctly classified) limits the images counted."""
-    flip_class = np.asarray(flip_class)
-    if mask is not None:
-        flip_class = flip_class[_broadcast_images(mask, flip_class)]
-    flips = flip_class[flip_class >= 0]
-    counts = Counter(classnames[index] for index in flips.tolist())
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
-
-
-def interval_count_distribution(n_intervals) -> Dict[int, float]:
-    """Share of entries with each number of intervals, in increasing order of the count."""
-    n_intervals = np.asarray(n_intervals).ravel()
-    if n_intervals.size == 0:
-        return {}
-    values, counts = np.unique(n_intervals, return_counts=True)
-    return {int(value): float(count / n_intervals.size) for value, count in zip(values, counts)}
-
-
-def _broadcast_images(per_image, like: np.ndarray) -> np.ndarray:
-    """A per-image [N] array repeated along the edit columns of `like` ([N] or [N, k])."""
-    per_image = np.asarray(per_image, dtype=bool)
-    if like.ndim == 2 and per_image.ndim == 1:
-        per_image = per_image[:, None]
-    return np.broadcast_to(per_image, like.shape)

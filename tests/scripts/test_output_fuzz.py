@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lgip.cli import NUMBER_TYPES
-from tests.inprocess import REPO, digest, error_lines, run_here, script_parser
+from tests.helpers import REPO, digest, error_lines, run_here, script_parser
 
 UNWRITABLE = "/proc/lgip-fuzz"  # /proc refuses new files to every user, root included (chmod does not stop root)
 

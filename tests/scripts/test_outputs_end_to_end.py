@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.inprocess import REPO, digest, error_lines, run_here
+from tests.helpers import REPO, digest, error_lines, run_here
 
 STEM = "base_perturb"  # the tiny world's perturbed file: base_perturb.jsonl
 
@@ -71,7 +71,7 @@ def read_only_runs(source, mount, commands):
         return None
     script = f'mount --bind "{source}" "{mount}" && mount -o remount,bind,ro "{mount}" && exec "$@"'
     runs = json.dumps([[str(part) for part in command] for command in commands])
-    result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "tests.inprocess", runs],
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "tests.helpers", runs],
                             capture_output=True, text=True, cwd=str(REPO))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.splitlines()[-1])

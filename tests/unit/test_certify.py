@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lgip.probes import certify as cert
+from lgip.probes import certify_summary as summary
 
 GRID_POINTS = 100_001
 GRID_CHUNK = 10_000
@@ -259,12 +260,14 @@ def test_degenerate_geometry_is_finite_and_sensible(transform):
     rng = np.random.default_rng(2)
     classes = unit(rng.normal(size=(6, 12)))
     images = unit(classes[rng.integers(0, 6, 20)] + 0.3 * rng.normal(size=(20, 12)))
-    still = np.stack([classes, unit(classes + 1e-13 * rng.normal(size=classes.shape))])
+    # theta = 0, below DEGENERATE_SIN, and just above it (a turn of about 1e-8).
+    still = np.stack([classes, unit(classes + 1e-13 * rng.normal(size=classes.shape)),
+                      unit(classes + 1e-8 * rng.normal(size=classes.shape))])
     if transform == "rotate":
         for result in cert.certify(images, classes, still, transform=transform, budgets=(0.0, 0.01)):
             assert result.budget > 0 or all(result.intervals(i, e) == [(0.0, 1.0, int(result.predicted[i]))]
-                                            for i in range(20) for e in range(2))
-            assert np.isfinite(result.extent).all()
+                                            for i in range(20) for e in range(3))
+            assert np.isfinite(result.extent).all() and np.isfinite(result.starts).all()
     # The image is its class's target (z = a'); then minus its target.
     image = images[:1]
     predicted = int((image @ classes.T).argmax())
@@ -290,17 +293,17 @@ def test_degenerate_geometry_is_finite_and_sensible(transform):
 def test_summaries():
     extent = np.array([[1.0, 0.25], [0.55, 1.0], [0.0, 0.0], [1.0, 1.0]])
     correct = np.array([True, True, False, True])
-    acc = cert.certified_accuracy(extent[:, 0], correct)
+    acc = summary.certified_accuracy(extent[:, 0], correct)
     assert acc[0.1] == 0.75 and acc[0.5] == 0.75 and acc[0.6] == 0.5 and acc[1.0] == 0.5
-    pooled = cert.certified_accuracy(extent, correct, levels=(0.3, 1.0))
+    pooled = summary.certified_accuracy(extent, correct, levels=(0.3, 1.0))
     assert pooled == {0.3: 5 / 8, 1.0: 4 / 8}
-    assert math.isclose(cert.mean_certified_extent(extent, correct), (1 + 0.25 + 0.55 + 1 + 1 + 1) / 6)
-    assert math.isclose(cert.share_fully_certified(extent, correct), 4 / 6)
-    assert cert.mean_certified_extent(extent, np.zeros(4, bool)) is None
+    assert math.isclose(summary.mean_certified_extent(extent, correct), (1 + 0.25 + 0.55 + 1 + 1 + 1) / 6)
+    assert math.isclose(summary.share_fully_certified(extent, correct), 4 / 6)
+    assert summary.mean_certified_extent(extent, np.zeros(4, bool)) is None
     flips = np.array([[2, cert.NO_BOUNDARY], [1, 2], [0, 0], [2, cert.NO_BOUNDARY]])
-    assert cert.top_flip_classes(flips, ["a", "b", "c"], top=2) == [("c", 3), ("a", 2)]
-    assert cert.top_flip_classes(flips, ["a", "b", "c"], mask=correct) == [("c", 3), ("b", 1)]
-    assert cert.interval_count_distribution(np.array([[1, 2], [1, 1]])) == {1: 0.75, 2: 0.25}
+    assert summary.top_flip_classes(flips, ["a", "b", "c"], top=2) == [("c", 3), ("a", 2)]
+    assert summary.top_flip_classes(flips, ["a", "b", "c"], mask=correct) == [("c", 3), ("b", 1)]
+    assert summary.interval_count_distribution(np.array([[1, 2], [1, 1]])) == {1: 0.75, 2: 0.25}
 
 
 def test_many_images_in_chunks_equal_one_by_one():

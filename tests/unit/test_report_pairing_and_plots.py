@@ -11,7 +11,7 @@ import pytest
 import lgip_report
 from lgip.io import InputError
 from lgip.stats import MIN_RECORDS_FOR_INTERVAL, Bootstrap
-from tests.inprocess import error_lines, run_here
+from tests.helpers import error_lines, run_here
 
 
 def fliptype_entry(tag, input_name, sha, pos_rate, limit=None):
