@@ -862,10 +862,6 @@ def main():
         else:
             spec = build_model(os.path.join(workdir, "model"), args.embed_dim, args.width, args.layers)
         print(f"model: {spec}")
-        prefixes = prefix_positions(spec, data["perturb"], args.device)
-        print(f"perturb file under the model's tokenizer: {prefixes['texts']} unique texts, {prefixes['positions']} "
-              f"token positions, {prefixes['prefixes']} distinct prefix positions ({1 - prefixes['prefixes'] / max(1, prefixes['positions']):.0%} "
-              f"repeat a prefix; prefix sharing {'applies' if prefixes['prefix_sharing'] else 'does not apply'})")
 
         # 3. The stages, in order, each timed with its memory (in this process, or each in
         #    a fresh one with --isolate); fliptype finds the cache multi filled.
@@ -882,6 +878,11 @@ def main():
                 stages[name] = meter.stage(name, stage_body(name, spec, data, cache_dir, args))
             print(f"  {name}: {stages[name]['seconds']:.2f} s", flush=True)
         processes = run_processes(spec, workdir, args) if args.process_n > 0 else None
+        # After the stages, so that its memory (every text tokenised, one trie) is not theirs.
+        prefixes = prefix_positions(spec, data["perturb"], args.device)
+        print(f"perturb file under the model's tokenizer: {prefixes['texts']} unique texts, {prefixes['positions']} "
+              f"token positions, {prefixes['prefixes']} distinct prefix positions ({1 - prefixes['prefixes'] / max(1, prefixes['positions']):.0%} "
+              f"repeat a prefix; prefix sharing {'applies' if prefixes['prefix_sharing'] else 'does not apply'})")
 
         # 4. Figures: table, ratios, metric agreement, targets.
         seconds = {name: s["seconds"] for name, s in stages.items()}

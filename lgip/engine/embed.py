@@ -36,6 +36,7 @@ PREFIX_CHUNK_ROWS = 8192
 # Texts are sorted by this many leading tokens before they are cut into chunks: enough
 # for texts that share a prefix to land in one chunk (each chunk's trie sorts fully).
 PREFIX_SORT_TOKENS = 32
+SORT_BLOCK_ROWS = 65536  # texts whose sort keys are built at once
 PREFETCH_BATCHES = 4  # image batches each DataLoader worker decodes ahead of the encoder
 TOKENIZE_CHUNK = 8192  # texts per tokenizer call, so memory stays flat
 # Seeds of the two independent 64-bit token hashes (splitmix64 constants).
@@ -261,9 +262,12 @@ def prefix_order(tokens: TokenTable, texts) -> np.ndarray:
     if not len(texts):
         return np.zeros(0, np.int64)
     width = min(PREFIX_SORT_TOKENS, int(tokens.lengths[texts].max()))
-    # Big-endian ids + 1 (0 marks the end) as fixed-width byte strings sort like the rows.
-    keys = (tokens.rows(texts, width, pad_id=-1) + 1).astype(">u4")
-    return np.argsort(np.ascontiguousarray(keys).view(f"S{4 * width}").ravel(), kind="stable")
+    # Big-endian ids + 1 (0 marks the end) as fixed-width byte strings sort like the rows;
+    # built in blocks, so the int64 rows never exist for all texts at once.
+    keys = np.empty((len(texts), width), dtype=">u4")
+    for start in range(0, len(texts), SORT_BLOCK_ROWS):
+        keys[start:start + SORT_BLOCK_ROWS] = tokens.rows(texts[start:start + SORT_BLOCK_ROWS], width, pad_id=-1) + 1
+    return np.argsort(keys.view(f"S{4 * width}").ravel(), kind="stable")
 
 
 def text_batches(model: "VisionLanguageModel", tokens: TokenTable, unit_text, unit_width, missing, batch_size: int):
@@ -294,15 +298,15 @@ def encode_text_units(model: "VisionLanguageModel", texts: List[str], tokens: To
                       store: ShardStore, batch_size: int, progress: bool = True, cached=None, dist: Dist = SOLO):
     """Embeddings [U, D] of text units: text `unit_text[u]` padded to `unit_width[u]`
     tokens (0: the model's default). Only units missing from the cache (`cached`:
-    (found, matrix) already read, else read here) are encoded, in `text_batches`; their
+    (keys, found, matrix) already read, else read here) are encoded, in `text_batches`; their
     texts are tokenised first where they were not. Rows found in the cache whose texts
     had no token facts there (shards older than the facts) are written again with them.
     Under several ranks each encodes a strided slice of the batches and the main rank
     gets every row; the others get None."""
-    keys = [text_key(texts[t], int(w)) for t, w in zip(unit_text.tolist(), unit_width.tolist())]
     if cached is None:
-        cached = store.fill(keys) if dist.is_main else (None, None)
-    found, matrix = cached
+        keys = [text_key(texts[t], int(w)) for t, w in zip(unit_text.tolist(), unit_width.tolist())]
+        cached = (keys, *(store.fill(keys) if dist.is_main else (None, None)))
+    keys, found, matrix = cached
     found = dist.broadcast_mask(found, len(keys))
     missing = np.flatnonzero(~found)
     collector = RowCollector(dist, len(keys), matrix)
@@ -356,7 +360,8 @@ def embed_text_units(model: "VisionLanguageModel", texts: List[str], store: Shar
     unknown = ~known if one_unit_per_text or not dist.distributed else np.ones(len(texts), bool)
     tokens.tokenise(model, texts, np.flatnonzero(dist.broadcast_mask(unknown, len(texts))), progress, dist)
     if one_unit_per_text:
-        unit_text, unit_width, cached = np.arange(len(texts)), np.zeros(len(texts), np.int64), (found, matrix)
+        unit_text, unit_width = np.arange(len(texts)), np.zeros(len(texts), np.int64)
+        cached = (digests, found, matrix)  # each text's unit key is its digest
     else:
         (unit_text, unit_width), cached = units_of(tokens), None
     embeddings = encode_text_units(model, texts, tokens, unit_text, unit_width, store, batch_size, progress, cached,
