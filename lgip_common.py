@@ -58,6 +58,10 @@ def evaluation_arguments(description: str, constants: Dict[str, Any], input_help
     parser.add_argument("--siglip-padding", choices=["max_length", "longest"], default="max_length",
                         help="SigLIP/SigLIP2 text padding: max_length (64, as trained; default) or longest "
                              "(the release's: a text's score then depends on its batch-mates)")
+    parser.add_argument("--no-prefix-sharing", action="store_true",
+                        help="encode every text on its own instead of computing the prefixes texts share once "
+                             "(CLIP, OpenCLIP, EVA02: the same embeddings within about 3e-7, kept in a cache of "
+                             "their own; SigLIP never shares)")
     parser.add_argument("--cache-dir", default=None,
                         help=f"embedding cache (default: {CACHE_FOLDER_NAME} beside the input; name another where "
                              f"the input's folder is read-only or shared)")

@@ -354,7 +354,8 @@ def match_model(spec, args, settings, run: LabelledRun, device: str, base: str, 
 
     timings = {"read_input": read_seconds}
     started = time.perf_counter()
-    model = load_model(spec, device, settings.precision, siglip_padding=settings.siglip_padding)
+    model = load_model(spec, device, settings.precision, siglip_padding=settings.siglip_padding,
+                       prefix_sharing=settings.prefix_sharing)
     systematic.require_image_gradients(model)
     timings["load_model"] = time.perf_counter() - started
 
@@ -465,7 +466,7 @@ def main(argv=None):
                                 combined="__MATCHING_ALL.metrics.json")  # before any work
     run = read_input(args)
     from lgip.engine.settings import EvalSettings
-    from lgip.models.base import resolve_device
+    from lgip.models.device import resolve_device
 
     settings = EvalSettings.from_args(args)
     device = resolve_device(settings.device)

@@ -37,7 +37,7 @@ from lgip.engine.run import run_config
 from lgip.io import InputError, atomic_output, file_sha256, is_stream, refuse_inputs
 from lgip.labelled import DEFAULT_EDITS, DEFAULT_TEMPLATE, fill_template, read_edits, read_labelled, read_templates
 from lgip.models import load_model, parse_specs
-from lgip.models.base import resolve_device
+from lgip.models.device import resolve_device
 from lgip.probes.certify import EXTENT_LEVELS, TRANSFORMS, certify, transform_embeddings
 from lgip.probes.certify_summary import (certified_accuracy, interval_count_distribution, mean_certified_extent,
                                          share_fully_certified, top_flip_classes)
@@ -201,7 +201,7 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
 
     started = time.perf_counter()
     model = load_model(spec, device, settings.precision, siglip_padding=settings.siglip_padding,
-                       progress=settings.progress)
+                       prefix_sharing=settings.prefix_sharing, progress=settings.progress)
     timings["load_model"] = time.perf_counter() - started
     started = time.perf_counter()
     image_embeddings, failures = embed_images(model, images.image_paths, settings)

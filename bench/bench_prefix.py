@@ -11,7 +11,7 @@ dict-per-node Python trie for comparison), then the seconds to encode every text
 
   plain      every text padded to the full context (77), batches of TEXT_BATCH_SIZE
   trimmed    the engine's exact trimming: texts grouped by token length, each batch at
-             its own length (lgip_common.encode_text_units' order and batches)
+             its own length (lgip.engine.embed.text_batches' order and batches)
   prefix     lgip.models.prefix.encode_prefix_shared_openclip, each distinct prefix once
              (trie build and packing included), at the default pack size and at each
              size of --pack-sizes
@@ -39,10 +39,11 @@ for folder in (REPO, BENCH):
         sys.path.insert(0, folder)
 
 import bench_eval  # noqa: E402  (after the path is set)
-import lgip_common  # noqa: E402
 import run_lgip_multi  # noqa: E402
 from lgip.cli import nonnegative_int, positive_int  # noqa: E402
-from lgip.models import prefix  # noqa: E402
+from lgip.engine import build_plan  # noqa: E402
+from lgip.engine.embed import tokenize_all  # noqa: E402
+from lgip.models import load_model, prefix  # noqa: E402
 
 BASE_JSONL = os.path.join(REPO, "tests", "data", "base_sample.jsonl")
 TEXT_BATCH_SIZE = run_lgip_multi.TEXT_BATCH_SIZE
@@ -56,7 +57,7 @@ def make_texts(folder: str) -> list:
     output = os.path.join(folder, "base_sample_with_perturb.jsonl")
     subprocess.run([sys.executable, os.path.join(REPO, "diff_gen_caption.py"), "--input", BASE_JSONL,
                     "--output", output], check=True, capture_output=True, text=True)
-    return list(lgip_common.build_plan(output, run_lgip_multi.variant_groups).texts)
+    return list(build_plan(output, run_lgip_multi.variant_groups).texts)
 
 
 def dict_trie_nodes(rows) -> int:
@@ -95,7 +96,8 @@ def encode_plain(model, tokens):
     out = []
     for start in range(0, len(tokens.lengths), TEXT_BATCH_SIZE):
         rows = range(start, min(start + TEXT_BATCH_SIZE, len(tokens.lengths)))
-        out.append(model.encode_tokens(tokens.rows(rows, tokens.full_width), tokens.lengths[rows.start:rows.stop]))
+        out.append(model.encode_tokens(torch.from_numpy(tokens.rows(rows, model.text_width())),
+                                       tokens.lengths[rows.start:rows.stop]))
     return torch.cat(out)
 
 
@@ -111,12 +113,13 @@ def encode_trimmed(model, tokens):
     for group_start, group_stop in zip(starts, np.r_[starts[1:], len(order)]):
         for start in range(group_start, group_stop, TEXT_BATCH_SIZE):
             batch = order[start:min(start + TEXT_BATCH_SIZE, group_stop)]
-            out[torch.as_tensor(batch)] = model.encode_tokens(tokens.rows(batch, int(widths[start])), tokens.lengths[batch])
+            out[torch.as_tensor(batch)] = model.encode_tokens(torch.from_numpy(tokens.rows(batch, int(widths[start]))),
+                                                              tokens.lengths[batch])
     return out
 
 
 def token_rows(tokens) -> list:
-    return [tokens.flat[offset:offset + length] for offset, length in zip(tokens.offsets, tokens.lengths)]
+    return tokens.token_lists(range(len(tokens.lengths)))
 
 
 def parse_args():
@@ -146,8 +149,8 @@ def main():
         texts = make_texts(folder)
         spec = bench_eval.build_model(os.path.join(folder, "model"), bench_eval.EMBED_DIM, bench_eval.WIDTH,
                                       bench_eval.LAYERS)
-        model = lgip_common.load_model(spec, args.device)
-    tokens = lgip_common.tokenize_all(model, texts, progress=False)
+        model = load_model(spec, args.device)
+    tokens = tokenize_all(model, texts, progress=False)
     rows = token_rows(tokens)
     trie, trie_seconds, _ = best_of(args.repeat, lambda: prefix.build_prefix_trie(rows))
     dict_nodes, dict_seconds, _ = best_of(args.repeat, lambda: dict_trie_nodes(rows))
@@ -164,7 +167,7 @@ def main():
           f"({dict_nodes:,} nodes: {'same' if dict_nodes == trie.num_nodes else 'DIFFERENT'})")
 
     reference, *plain_seconds = best_of(args.repeat, lambda: encode_plain(model, tokens))
-    results = [("plain (77 padding)", plain_seconds, len(texts) * tokens.full_width, reference)]
+    results = [("plain (77 padding)", plain_seconds, len(texts) * model.text_width(), reference)]
     trimmed, *trimmed_seconds = best_of(args.repeat, lambda: encode_trimmed(model, tokens))
     results.append(("trimmed (per-length batches)", trimmed_seconds, positions, trimmed))
     for size in [prefix.MAX_NODES_PER_PACK] + [s for s in pack_sizes if s != prefix.MAX_NODES_PER_PACK]:

@@ -1,6 +1,7 @@
 """The per-model loop every evaluation script shares: read the plan once, then per model
-load it, encode through the cache, score, let the script compute its metrics, and attach
-the run facts and the config block.
+load it (or, where the cache knows it, a stand-in that loads it only if something is
+missing), encode through the cache, score, let the script compute its metrics, and
+attach the run facts and the config block.
 """
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from lgip.engine.cache import library_versions
 from lgip.engine.distributed import SOLO, Dist, assign_longest_first
@@ -16,17 +17,21 @@ from lgip.engine.dump import PairDump
 from lgip.engine.plan import CAPTIONS_PER_RECORD, Caption, PairPlan, VariantGroups, build_plan
 from lgip.engine.scores import Scores, image_failures_message, run_facts, score_plan
 from lgip.engine.settings import EvalSettings
+from lgip.engine.warm import StaleRecord, load_for_record, model_for_run, write_record
 from lgip.io import InputError, file_sha256, refuse_inputs, where
-from lgip.models import ModelSpec, load_model, parse_specs
-from lgip.models.base import VisionLanguageModel, resolve_device
+from lgip.models import ModelSpec, parse_specs
+from lgip.models.device import resolve_device
 from lgip.stats import MIN_RECORDS_FOR_INTERVAL, Bootstrap
+
+if TYPE_CHECKING:
+    from lgip.models.base import VisionLanguageModel
 
 # compute_metrics(scores, bootstrap) -> the script's metric dict
 MetricFunction = Callable[[Scores, Bootstrap], Dict[str, Any]]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")  # what --shard-models weighs a local model by
 
 
-def run_config(settings: EvalSettings, model: VisionLanguageModel, input_path: str, input_sha256: str,
+def run_config(settings: EvalSettings, model: "VisionLanguageModel", input_path: str, input_sha256: str,
                timings: Dict[str, float], script: str, world_size: int = 1) -> Dict[str, Any]:
     """The `config` block: everything needed to know how a metric file was made
     (`world_size`: the ranks of the launch that made it)."""
@@ -154,14 +159,18 @@ def warn_about_captions(plan: PairPlan, input_path: str) -> None:
 def evaluate_model(settings: EvalSettings, spec: ModelSpec, plan: PairPlan, device: str, input_path: str,
                    read_seconds: float, input_sha256: str, compute_metrics: MetricFunction, script: str,
                    dump: Optional[PairDump], dist: Dist = SOLO, world_size: int = 1) -> Optional[Dict[str, Any]]:
-    """One model's metric dict: load, encode through the cache, score, measure. Under
-    several ranks (`dist`) each encodes a share and only the main rank gets the dict."""
+    """One model's metric dict: load (or stand in for) the model, encode through the
+    cache, score, measure. Under several ranks (`dist`) each encodes a share and only
+    the main rank gets the dict."""
     timings = {"read_input": read_seconds}
-    started = time.perf_counter()
-    model = load_model(spec, device, settings.precision, siglip_padding=settings.siglip_padding,
-                       progress=settings.progress)
-    timings["load_model"] = time.perf_counter() - started
-    scores = score_plan(model, plan, settings, timings, dist)
+    model, weights, timings["load_model"] = model_for_run(settings, spec, device)
+    try:
+        scores = score_plan(model, plan, settings, timings, dist)
+    except StaleRecord:  # the weights changed under an unchanged size and time: start over
+        started = time.perf_counter()
+        model, weights = load_for_record(settings, spec, device)
+        timings["load_model"] += time.perf_counter() - started
+        scores = score_plan(model, plan, settings, timings, dist)
     if scores is None:
         return None
     if scores.failures:  # with --strict, score_plan has stopped already
@@ -180,4 +189,6 @@ def evaluate_model(settings: EvalSettings, spec: ModelSpec, plan: PairPlan, devi
         dump.write(scores, spec.tag)
         timings["dump_pairs"] = time.perf_counter() - started
     metrics["config"] = run_config(settings, model, input_path, input_sha256, timings, script, world_size)
+    if weights is not None:
+        write_record(settings, model, weights)
     return metrics

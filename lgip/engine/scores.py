@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import numpy as np
 
 from lgip.engine.distributed import SOLO, Dist
-from lgip.engine.embed import TokenTable, cache_stores, encode_images, encode_text_units, tokenize_all
+from lgip.engine.embed import TokenTable, cache_stores, embed_text_units, encode_images
 from lgip.engine.plan import PairPlan
 from lgip.engine.settings import EvalSettings
 from lgip.io import InputError, where
-from lgip.models.base import VisionLanguageModel
 from lgip.retrieval import retrieval_recalls
+
+if TYPE_CHECKING:
+    from lgip.models.base import VisionLanguageModel
 
 def rowwise_dot(left, left_rows, right, right_rows, chunk: int = 1 << 16):
     """dot(left[left_rows[k]], right[right_rows[k]]) for every k, in chunks (float32)."""
@@ -72,7 +74,7 @@ def text_units(plan: PairPlan, tokens: TokenTable, longest_padding: bool):
     group_width = np.zeros(plan.num_groups, dtype=np.int64)
     np.maximum.at(group_width, plan.caption_group, tokens.lengths[plan.caption_text])
     np.maximum.at(group_width, plan.pair_group, tokens.lengths[plan.pair_text])
-    width_span = int(tokens.full_width) + 1
+    width_span = int(tokens.lengths.max(initial=0)) + 1
     caption_code = plan.caption_text * width_span + group_width[plan.caption_group]
     pair_code = plan.pair_text * width_span + group_width[plan.pair_group]
     unit_codes, inverse = np.unique(np.concatenate([caption_code, pair_code]), return_inverse=True)
@@ -80,9 +82,10 @@ def text_units(plan: PairPlan, tokens: TokenTable, longest_padding: bool):
     return caption_unit, pair_unit, unit_codes // width_span, unit_codes % width_span
 
 
-def score_plan(model: VisionLanguageModel, plan: PairPlan, settings: EvalSettings,
+def score_plan(model: "VisionLanguageModel", plan: PairPlan, settings: EvalSettings,
                timings: Optional[Dict[str, float]] = None, dist: Dist = SOLO) -> Optional[Scores]:
     """Encode what the plan needs (through the cache) and score every caption and pair.
+    `model` may be a stand-in that loads the model only when something is missing.
     Under several ranks every rank encodes its share and only the main rank gets the
     Scores; the others get None."""
     timings = {} if timings is None else timings
@@ -100,14 +103,16 @@ def score_plan(model: VisionLanguageModel, plan: PairPlan, settings: EvalSetting
                          f"(first: {first_reason}); is image_path relative to the JSONL's folder?")
 
     started = time.perf_counter()
-    tokens = tokenize_all(model, plan.texts, progress=progress, dist=dist)
     longest = getattr(model, "padding", "max_length") == "longest"
-    caption_unit, pair_unit, unit_text, unit_width = text_units(plan, tokens, longest)
-    text_embeddings = encode_text_units(model, plan.texts, tokens, unit_text, unit_width, text_store,
-                                        settings.text_batch_size, progress, dist)
+    units_of = (lambda tokens: text_units(plan, tokens, True)[2:]) if longest else None
+    tokens, text_embeddings, unit_text, unit_width = embed_text_units(model, plan.texts, text_store,
+                                                                      settings.text_batch_size, progress, units_of,
+                                                                      dist)
     timings["texts"] = time.perf_counter() - started
+    timings["tokenise"] = tokens.seconds  # part of "texts"
     if not dist.is_main:
         return None
+    caption_unit, pair_unit, _, _ = text_units(plan, tokens, longest)
 
     started = time.perf_counter()
     image_ok = np.ones(len(plan.images), dtype=bool)

@@ -1,5 +1,5 @@
 """How the engine runs, as one object: device, precision, batch sizes, workers, cache,
-bootstrap, seed, strictness, SigLIP padding, progress. Scripts build it from their flags
+bootstrap, seed, strictness, SigLIP padding, prefix sharing, progress. Scripts build it from their flags
 (`EvalSettings.from_args`); benchmarks and other tools build it directly.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ class EvalSettings:
     seed: int = 0
     strict: bool = False
     siglip_padding: str = "max_length"
+    prefix_sharing: bool = True  # where the text tower allows it (causal, end-token pooling)
     progress: bool = True
     limit: Optional[int] = None
 
@@ -38,7 +39,8 @@ class EvalSettings:
         settings = cls(device=args.device, precision=args.precision, batch_size=args.batch_size,
                        text_batch_size=args.text_batch_size, workers=args.workers, cache_dir=args.cache_dir,
                        cache_shard_rows=args.cache_shard_rows, bootstrap=args.bootstrap, seed=args.seed,
-                       strict=args.strict, siglip_padding=args.siglip_padding, progress=not args.quiet,
+                       strict=args.strict, siglip_padding=args.siglip_padding,
+                       prefix_sharing=not args.no_prefix_sharing, progress=not args.quiet,
                        limit=args.limit)
         if args.no_cache:
             return replace(settings, cache_dir=None)

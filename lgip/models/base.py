@@ -5,7 +5,8 @@ cached, no-grad path the evaluation engine uses (`image_transform` in DataLoader
 workers, then `encode_images`), and a differentiable path for probes that work on
 pixels (`to_pixels`, `normalize_pixels`, `encode_pixels`, `image_features`). Texts go in
 as strings (`text_features`) or as token rows the engine batches (`tokenize`,
-`encode_tokens`).
+`encode_tokens`), or as each text's own token ids (`encode_token_rows`), which causal
+towers that pool at the end token encode with shared prefixes computed once.
 """
 from __future__ import annotations
 
@@ -15,28 +16,12 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from lgip.io import InputError
 from lgip.models.spec import ModelSpec
 
 # The dtype of the weights for each precision; `amp` keeps fp32 weights and autocasts.
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "amp": torch.float32}
 # What `amp` autocasts to, per device type (CPU autocast supports bfloat16).
 AUTOCAST_DTYPES = {"cuda": torch.float16, "mps": torch.float16, "cpu": torch.bfloat16}
-
-
-def resolve_device(name: str) -> str:
-    """`auto` becomes cuda, then mps, then cpu, whichever is there; others are checked."""
-    mps = getattr(torch.backends, "mps", None)
-    mps_available = mps is not None and mps.is_available()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if mps_available else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
-    if name == "mps" and not mps_available:
-        raise InputError("--device mps: MPS is not available on this machine")
-    if not (name in ("cpu", "mps", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise InputError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    return name
 
 
 def weights_fingerprint(module) -> str:
@@ -79,6 +64,7 @@ class VisionLanguageModel:
 
     backend = ""
     trims_padding = False  # True where dropping padding after the longest text is exact
+    prefix_sharing = False  # True where encode_token_rows computes each distinct prefix once
     pad_id = 0
     spec: ModelSpec
     device: str
@@ -94,6 +80,22 @@ class VisionLanguageModel:
         if self.precision != "amp":
             return {"precision": self.precision}
         return {"precision": self.precision, "autocast_dtype": str(AUTOCAST_DTYPES[self.device_type]).split(".")[-1]}
+
+    def use_prefix_sharing(self, wanted: bool) -> None:
+        """Turn prefix-shared text encoding on where `wanted` and the tower qualifies
+        (causal, pooling at the end token: CLIP, OpenCLIP, EVA02; not SigLIP)."""
+        from lgip.models.prefix import supports_prefix_sharing
+
+        self.prefix_sharing = bool(wanted) and supports_prefix_sharing(self.model)
+
+    def prefix_settings(self) -> Dict[str, Any]:
+        """`prefix_sharing` where it is on (only then, so that the cache keys of models
+        that encode as before stay as they were: it moves embeddings by about 3e-7)."""
+        return {"prefix_sharing": True} if self.prefix_sharing else {}
+
+    def loaded(self) -> "VisionLanguageModel":
+        """The model itself (a stand-in built from the cache's records loads it here)."""
+        return self
 
     @property
     def device_type(self) -> str:
@@ -153,6 +155,26 @@ class VisionLanguageModel:
 
     def encode_tokens(self, ids, lengths) -> torch.Tensor:
         """Unit embeddings of a batch of token rows already cut to the width the caller chose."""
+        raise NotImplementedError
+
+    def encode_token_rows(self, token_rows) -> torch.Tensor:
+        """Unit embeddings of texts given as their own token ids (each up to and
+        including its end token, no padding), in order. With `prefix_sharing` each
+        distinct prefix of the rows is computed once (sorted rows share the most);
+        otherwise the rows are padded to the model's width and encoded in one batch."""
+        if not self.prefix_sharing:
+            width = max(map(len, token_rows)) if self.trims_padding else self.text_width()
+            ids = torch.full((len(token_rows), width), self.pad_id, dtype=torch.int64)
+            for row, tokens in enumerate(token_rows):
+                ids[row, :len(tokens)] = torch.as_tensor(tokens)
+            return self.encode_tokens(ids, torch.as_tensor([len(tokens) for tokens in token_rows]))
+        from lgip.models.prefix import encode_prefix_shared
+
+        with torch.no_grad(), self.autocast():
+            return encode_prefix_shared(self.model, token_rows)
+
+    def text_width(self) -> int:
+        """The number of token positions every text is padded to."""
         raise NotImplementedError
 
     def text_features(self, texts: List[str]) -> torch.Tensor:

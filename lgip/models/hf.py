@@ -1,7 +1,8 @@
 """The transformers backend: SigLIP, SigLIP2 and CLIP dual encoders through AutoModel,
 with their own tokenizer and image processor. SigLIP reads its padding (it pools the
 last position), so its texts are padded to `max_length` as trained, or to the longest
-text of a group for the release's behaviour.
+text of a group for the release's behaviour. CLIP's causal tower encodes with shared
+prefixes computed once (`prefix_sharing`, on by default).
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class HFModel(VisionLanguageModel):
     backend = "hf"
 
     def __init__(self, spec: ModelSpec, device: str, precision: str, siglip_padding: str = "max_length",
-                 progress: bool = True, **_options):
+                 prefix_sharing: bool = True, progress: bool = True, **_options):
         self.spec, self.device, self.precision = spec, device, precision
         try:
             with _progress_bars(progress):
@@ -78,6 +79,7 @@ class HFModel(VisionLanguageModel):
         self.uses_attention_mask = "attention_mask" in self.tokenizer.model_input_names
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.weights = weights_fingerprint(self.model)
+        self.use_prefix_sharing(prefix_sharing)
 
     def settings(self):
         return {
@@ -85,8 +87,11 @@ class HFModel(VisionLanguageModel):
             "weights_fingerprint": self.weights, "image_processor": type(self.image_processor).__name__,
             "image_preprocess": repr(self.image_processor.to_dict()),
             "tokenizer": type(self.tokenizer).__name__, "max_length": self.max_length, "padding": self.padding,
-            "attention_mask": self.uses_attention_mask, **self.precision_settings(),
+            "attention_mask": self.uses_attention_mask, **self.precision_settings(), **self.prefix_settings(),
         }
+
+    def text_width(self):
+        return self.max_length
 
     def image_transform(self, image):
         return HFImageTransform(self.image_processor)(image)

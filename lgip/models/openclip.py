@@ -1,6 +1,7 @@
 """The open_clip backend: CLIP, OpenCLIP and EVA02-CLIP models built through open_clip's
 own factory, with its tokenizer and preprocessing. Text towers that are causal and pool
-at the end token are encoded at each batch's own length (exact, no padding work).
+at the end token are encoded at each batch's own length (exact, no padding work), or
+with shared prefixes computed once (`prefix_sharing`, on by default).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class OpenClipModel(VisionLanguageModel):
 
     backend = "openclip"
 
-    def __init__(self, spec: ModelSpec, device: str, precision: str, **_options):
+    def __init__(self, spec: ModelSpec, device: str, precision: str, prefix_sharing: bool = True, **_options):
         self.spec, self.device, self.precision = spec, device, precision
         pretrained = None if spec.random_weights else spec.pretrained
         with warnings.catch_warnings(record=True) as caught, _open_clip_log() as log:
@@ -84,6 +85,7 @@ class OpenClipModel(VisionLanguageModel):
                               and getattr(model, "text_pool_type", "argmax") == "argmax"
                               and isinstance(self.tokenizer, SimpleTokenizer))
         self.weights = weights_fingerprint(self.model)
+        self.use_prefix_sharing(prefix_sharing)
 
     def settings(self):
         return {
@@ -91,8 +93,11 @@ class OpenClipModel(VisionLanguageModel):
             "image_preprocess": repr(self.preprocess), "tokenizer": type(self.tokenizer).__name__,
             "context_length": self.context_length, "padding": "trimmed after the longest text (exact)"
             if self.trims_padding else f"max_length ({self.context_length})",
-            "quick_gelu_mismatch": self.quick_gelu_mismatch, **self.precision_settings(),
+            "quick_gelu_mismatch": self.quick_gelu_mismatch, **self.precision_settings(), **self.prefix_settings(),
         }
+
+    def text_width(self):
+        return self.context_length
 
     def image_transform(self, image):
         return self.preprocess(image)

@@ -12,7 +12,8 @@ embeddings equal the per-text encoding up to float rounding.
 
 Standalone: it takes token id rows and a raw model (an open_clip CLIP / CustomTextCLIP
 or a transformers CLIPModel) and returns embeddings; `supports_prefix_sharing` says
-whether a model's tower qualifies (SigLIP's does not: it attends both ways).
+whether a model's tower qualifies (SigLIP's does not: it attends both ways). The model
+backends call it from `encode_token_rows` (lgip/models/base.py).
 """
 from __future__ import annotations
 
@@ -367,12 +368,22 @@ def encode_prefix_shared_hf_clip(model, token_rows: Sequence[Sequence[int]],
         return _normalised_cpu(projection(text_model.final_layer_norm(hidden)))
 
 
+def _is_openclip(model) -> bool:
+    return type(model).__module__.startswith("open_clip")
+
+
 def supports_prefix_sharing(model) -> bool:
     """Whether `model` (a raw open_clip or transformers model) has a causal text tower
     that pools at the end-of-text token, which the encoders here handle."""
-    check = _openclip_tower if type(model).__module__.startswith("open_clip") else _hf_clip_tower
+    check = _openclip_tower if _is_openclip(model) else _hf_clip_tower
     try:
         check(model)
     except ValueError:
         return False
     return True
+
+
+def encode_prefix_shared(model, token_rows: Sequence[Sequence[int]]):
+    """The open_clip or transformers encoder above, whichever `model` needs."""
+    encoder = encode_prefix_shared_openclip if _is_openclip(model) else encode_prefix_shared_hf_clip
+    return encoder(model, token_rows)

@@ -1,7 +1,9 @@
 """The embedding cache: shard files that round-trip rows by key, damaged shards removed
 and rebuilt, and the folder key pinned to what the version before the `lgip/` split
 wrote, so that caches users already have are still read (a change of the key has to
-be a visible test failure, and a deliberate one)."""
+be a visible test failure, and a deliberate one). Prefix-shared text encoding (on by
+default) moves embeddings by about 3e-7, so it adds one key, `prefix_sharing`, and only
+where it is on: with it off the key is the pre-split one."""
 import hashlib
 import json
 
@@ -10,6 +12,7 @@ import pytest
 
 from lgip.engine import EvalSettings, PairPlan, score_plan
 from lgip.engine.cache import CACHE_FORMAT, ShardStore, cache_folder, library_versions
+from lgip.models import load_model
 from tests.helpers import cache_files
 
 # The model settings the cache key of an open_clip model was computed from before the
@@ -24,13 +27,19 @@ def pre_split_folder_name(model_tag, keyed):
     return f"{model_tag}-{digest}"
 
 
-def test_cache_key_of_the_tiny_open_clip_model_is_the_pre_split_one(tiny_models, openclip_model, tmp_path):
+def keyed_settings_of_a_run(model, images, cache_dir):
+    """The keyed settings and folder a run with `model` writes into `cache_dir`."""
     plan = PairPlan()
-    plan.add_record(1, tiny_models.images[0], ["a dog"], [[[("a cat", "diff")]]])
+    plan.add_record(1, images[0], ["a dog"], [[[("a cat", "diff")]]])
     plan.finish()
-    score_plan(openclip_model, plan, EvalSettings(device="cpu", workers=0, cache_dir=str(tmp_path), progress=False))
-    [folder] = [path for path in tmp_path.iterdir() if path.is_dir()]
-    keyed = json.loads((folder / "settings.json").read_text())
+    score_plan(model, plan, EvalSettings(device="cpu", workers=0, cache_dir=str(cache_dir), progress=False))
+    [folder] = [path for path in cache_dir.iterdir() if path.is_dir() and path.name != "index"]
+    return json.loads((folder / "settings.json").read_text()), folder
+
+
+def test_cache_key_of_the_tiny_open_clip_model_is_the_pre_split_one(tiny_models, tmp_path):
+    openclip_model = load_model(tiny_models.openclip, "cpu", "fp32", prefix_sharing=False)
+    keyed, folder = keyed_settings_of_a_run(openclip_model, tiny_models.images, tmp_path)
     assert set(keyed) == {"cache_format", "settings", "versions"} and keyed["cache_format"] == CACHE_FORMAT == 1
     assert set(keyed["settings"]) == PRE_SPLIT_OPENCLIP_KEYS
     assert {key: keyed["settings"][key] for key in ["backend", "spec", "tokenizer", "context_length", "padding",
@@ -45,6 +54,14 @@ def test_cache_key_of_the_tiny_open_clip_model_is_the_pre_split_one(tiny_models,
     settings = {**openclip_model.settings(), "device": "cpu"}
     assert cache_folder(str(tmp_path), tag, settings) == (str(folder), keyed)
     assert cache_folder(None, tag, settings) == (None, None)
+
+
+def test_prefix_sharing_adds_one_key_to_the_cache_folder(tiny_models, openclip_model, tmp_path):
+    assert openclip_model.prefix_sharing  # on by default
+    keyed, folder = keyed_settings_of_a_run(openclip_model, tiny_models.images, tmp_path)
+    assert set(keyed["settings"]) == PRE_SPLIT_OPENCLIP_KEYS | {"prefix_sharing"} and keyed["settings"]["prefix_sharing"]
+    without = {key: value for key, value in keyed["settings"].items() if key != "prefix_sharing"}
+    assert folder.name != pre_split_folder_name(openclip_model.spec.tag, {**keyed, "settings": without})
 
 
 def rows(n, seed):
