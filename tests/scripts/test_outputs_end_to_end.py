@@ -252,7 +252,7 @@ def test_strict_stops_at_the_images_before_any_text_is_encoded(tiny, tmp_path, m
     def no_texts(*_args, **_kwargs):
         raise AssertionError("texts were encoded before --strict refused the image")
 
-    monkeypatch.setattr(lgip.engine.scores, "encode_text_units", no_texts)
+    monkeypatch.setattr(lgip.engine.scores, "embed_text_units", no_texts)
     code, _out, err = run_here("run_lgip_multi.py", multi_args(tiny, tmp_path, "--strict", "--no-cache", data=corrupt),
                                monkeypatch, capsys)
     assert code == 2 and f"{corrupt}:2: image {broken} could not be read" in error_lines(err)[0]
