@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from lgip.cli import (default_workers, limit_marker, nonnegative_int, positive_int, print_metrics, run_cli,
+from lgip.cli import (default_workers, limit_marker, nonnegative_int, positive_float, positive_int, print_metrics, run_cli,
                       write_metric_file)
 from lgip.engine import EvalSettings, evaluate_models
 from lgip.engine.distributed import DIST_TIMEOUT_SECONDS, SOLO, Dist, read_launch
@@ -83,7 +83,7 @@ def evaluation_arguments(description: str, constants: Dict[str, Any], input_help
     parser.add_argument("--shard-models", action="store_true",
                         help="under torchrun or srun: give each rank whole models (balanced by weight size, seeded "
                              "by --seed) instead of sharing every model's images and texts over the ranks")
-    parser.add_argument("--dist-timeout", type=float, default=DIST_TIMEOUT_SECONDS, metavar="SECONDS",
+    parser.add_argument("--dist-timeout", type=positive_float, default=DIST_TIMEOUT_SECONDS, metavar="SECONDS",
                         help="under torchrun or srun: how long a rank waits for the others in one exchange before "
                              "the run stops with an error (default: %(default)s)")
     return parser

@@ -466,7 +466,7 @@ def main(argv=None):
                                 combined="__MATCHING_ALL.metrics.json")  # before any work
     run = read_input(args)
     from lgip.engine.settings import EvalSettings
-    from lgip.models.base import resolve_device
+    from lgip.models.device import resolve_device
 
     settings = EvalSettings.from_args(args)
     device = resolve_device(settings.device)

@@ -37,7 +37,7 @@ from lgip.engine.run import run_config
 from lgip.io import InputError, atomic_output, file_sha256, is_stream, refuse_inputs
 from lgip.labelled import DEFAULT_EDITS, DEFAULT_TEMPLATE, fill_template, read_edits, read_labelled, read_templates
 from lgip.models import load_model, parse_specs
-from lgip.models.base import resolve_device
+from lgip.models.device import resolve_device
 from lgip.probes.certify import EXTENT_LEVELS, TRANSFORMS, certify, transform_embeddings
 from lgip.probes.certify_summary import (certified_accuracy, interval_count_distribution, mean_certified_extent,
                                          share_fully_certified, top_flip_classes)

@@ -12,7 +12,7 @@ from lgip.cli import nonnegative_int, positive_int, run_cli
 from lgip.engine import Caption, EvalSettings, PairPlan, score_plan
 from lgip.io import InputError, check_captions, iter_jsonl, resolve_image_path
 from lgip.models import PRECISIONS, load_model, parse_spec
-from lgip.models.base import resolve_device
+from lgip.models.device import resolve_device
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_perturb.jsonl")

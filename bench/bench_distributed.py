@@ -45,7 +45,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_eval import (BUSY_SHARE, EMBED_DIM, LAYERS, REPO, WIDTH, build_model, machine_busy_seconds,  # noqa: E402
                         prepare_data, repository_version)
-from lgip.cli import run_cli  # noqa: E402
+from lgip.cli import nonnegative_int, positive_int, run_cli  # noqa: E402
 from lgip.engine.run import without_launch_details  # noqa: E402
 
 N_RECORDS = 3000
@@ -126,13 +126,13 @@ def launch(ranks: int, spec: str, data: dict, folder: str, bootstrap: int) -> di
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=N_RECORDS, help="records (images) (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=SEED, help="seed of the drawn data (default: %(default)s)")
-    parser.add_argument("--ranks", type=int, default=RANKS, help="ranks of the second launch (default: %(default)s)")
-    parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="bootstrap resamples (default: %(default)s)")
-    parser.add_argument("--width", type=int, default=WIDTH, help="model width, both towers (default: %(default)s)")
-    parser.add_argument("--layers", type=int, default=LAYERS, help="model layers, both towers (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--n", type=positive_int, default=N_RECORDS, help="records (images) (default: %(default)s)")
+    parser.add_argument("--seed", type=nonnegative_int, default=SEED, help="seed of the drawn data (default: %(default)s)")
+    parser.add_argument("--ranks", type=positive_int, default=RANKS, help="ranks of the second launch (default: %(default)s)")
+    parser.add_argument("--bootstrap", type=nonnegative_int, default=BOOTSTRAP, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--width", type=positive_int, default=WIDTH, help="model width, both towers (default: %(default)s)")
+    parser.add_argument("--layers", type=positive_int, default=LAYERS, help="model layers, both towers (default: %(default)s)")
+    parser.add_argument("--repeats", type=positive_int, default=1,
                         help="launch each this many times, alternating, and keep the fastest (default: %(default)s)")
     parser.add_argument("--workdir", default=None, help="keep data, model and runs here (default: a temporary folder)")
     return parser.parse_args()

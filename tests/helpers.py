@@ -242,7 +242,7 @@ def run_here(script, args, monkeypatch, capsys, refuse_loading=False):
     """(exit code, stdout, stderr) of `python script args...`, run in this process.
     With `refuse_loading`, loading a model raises, so a refusal that came after it fails
     the test. Any exception but SystemExit propagates: a traceback fails the test."""
-    import lgip.engine.run
+    import lgip.engine.warm
     import lgip.models
 
     capsys.readouterr()
@@ -251,7 +251,7 @@ def run_here(script, args, monkeypatch, capsys, refuse_loading=False):
         if refuse_loading:
             def loading(*_args, **_kwargs):
                 raise AssertionError(f"{script} {args}: a model was loaded before the refusal")
-            patch.setattr(lgip.engine.run, "load_model", loading)  # the engine's run loop
+            patch.setattr(lgip.engine.warm, "load_model", loading)  # the engine's run loop loads through warm.py
             patch.setattr(lgip.models, "load_model", loading)  # scripts that load models themselves
         try:
             runpy.run_path(str(REPO / script), run_name="__main__")

@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from lgip.models.device import resolve_device  # noqa: F401  (where callers found it before)
 from lgip.models.spec import ModelSpec
 
 # The dtype of the weights for each precision; `amp` keeps fp32 weights and autocasts.

@@ -48,7 +48,7 @@ EVALUATION = ["run_lgip_multi.py", "run_lgip_by_fliptype.py", "rebuttal_enhanced
 GENERATORS = ["diff_gen_caption.py", "make_perturb_with_fliptypes.py", "rebuttal_enhanced_perturb_with_fliptypes.py",
               "make_compositional_perturb.py"]
 EVALUATION_NUMBERS = ["--limit", "--batch-size", "--text-batch-size", "--workers", "--cache-shard-rows", "--bootstrap",
-                      "--seed"]
+                      "--seed", "--dist-timeout"]
 NUMBER_FLAGS = {
     **{script: EVALUATION_NUMBERS for script in EVALUATION},
     **{script: ["--seed", "--limit"] for script in GENERATORS},
@@ -68,7 +68,7 @@ OTHER_FLAGS = {"--help", "--input", "--models", "--model", "--device", "--precis
                "--strict", "--quiet", "--overwrite", "--rules", "--tagger", "--captions", "--absolute-paths",
                "--download", "--check-images", "--labels", "--diff", "--correlate", "--compare-padding",
                "--pairs", "--classnames", "--templates", "--edits", "--transform", "--optimizer", "--box",
-               "--normalize-features", "--keep-checkpoint"}
+               "--normalize-features", "--keep-checkpoint", "--shard-models", "--merge-only", "--no-prefix-sharing"}
 # A successful lgip_quickstart.py run takes a minute (it builds two models and runs every
 # stage): its accepted numbers are checked by parsing, its outputs' refusals by running,
 # and a full run has its own test (test_report's quickstart test).

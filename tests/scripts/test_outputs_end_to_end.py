@@ -252,7 +252,7 @@ def test_strict_stops_at_the_images_before_any_text_is_encoded(tiny, tmp_path, m
     def no_texts(*_args, **_kwargs):
         raise AssertionError("texts were encoded before --strict refused the image")
 
-    monkeypatch.setattr(lgip.engine.scores, "encode_text_units", no_texts)
+    monkeypatch.setattr(lgip.engine.scores, "embed_text_units", no_texts)
     code, _out, err = run_here("run_lgip_multi.py", multi_args(tiny, tmp_path, "--strict", "--no-cache", data=corrupt),
                                monkeypatch, capsys)
     assert code == 2 and f"{corrupt}:2: image {broken} could not be read" in error_lines(err)[0]
@@ -279,7 +279,8 @@ def test_short_records_and_empty_captions_are_counted_and_warned_or_refused(tiny
 
 
 def test_quiet_hides_the_loading_bars_of_transformers(tiny, tmp_path, monkeypatch, capsys):
-    args = multi_args(tiny, tmp_path, models=[tiny.siglip])
+    # --no-cache: a rerun whose embeddings are all cached loads no model, so it shows no bar
+    args = multi_args(tiny, tmp_path, "--no-cache", models=[tiny.siglip])
     loud = [arg for arg in args if arg != "--quiet"]
     code, _out, err_loud = run_here("run_lgip_multi.py", loud, monkeypatch, capsys)
     code_quiet, _out, err_quiet = run_here("run_lgip_multi.py", args, monkeypatch, capsys)

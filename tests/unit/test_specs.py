@@ -9,7 +9,8 @@ import pytest
 
 from lgip.io import InputError
 from lgip.models import BACKENDS, PAPER_MODELS, PRECISIONS, load_model, parse_spec
-from lgip.models.base import VisionLanguageModel, resolve_device
+from lgip.models.base import VisionLanguageModel
+from lgip.models.device import resolve_device
 from tests.helpers import REPO
 
 
