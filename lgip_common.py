@@ -21,7 +21,7 @@ from lgip.io import InputError, check_distinct_outputs, check_output_path
 from lgip.models import PAPER_MODELS, PRECISIONS, SPEC_HELP, ModelSpec, parse_specs
 
 __all__ = ["PAPER_MODELS", "RunOutputs", "check_run_outputs", "default_workers", "evaluate", "evaluation_arguments",
-           "gather_models", "launch", "output_base", "print_metrics", "read_model_files", "run_cli",
+           "gather_models", "launch", "merge_model_files", "output_base", "print_metrics", "run_cli",
            "write_metric_file"]
 
 
@@ -212,9 +212,10 @@ def gather_models(args, dist: Dist, results: List[Dict[str, Any]]) -> Optional[L
     return [by_tag[spec.tag] for spec in parse_specs(args.models)]
 
 
-def read_model_files(paths: List[str]) -> List[Dict[str, Any]]:
-    """Per-model metric files, in order, for --merge-only: InputError naming every one
-    that is missing or unreadable."""
+def merge_model_files(outputs: RunOutputs, dist: Dist) -> None:
+    """--merge-only: the combined file from the per-model files already there, written by
+    the main rank; InputError naming every one that is missing or unreadable."""
+    paths = [outputs.per_model_path(spec.tag) for spec in outputs.specs]
     missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
         raise InputError(f"--merge-only: {len(missing)} per-model file(s) missing, first {missing[0]} (its model "
@@ -226,4 +227,5 @@ def read_model_files(paths: List[str]) -> List[Dict[str, Any]]:
                 results.append(json.load(handle))
         except (OSError, ValueError) as err:
             raise InputError(f"{path}: not a readable metric file ({err})") from None
-    return results
+    if dist.is_main:
+        write_metric_file(outputs.combined_path, results)

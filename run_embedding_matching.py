@@ -36,6 +36,11 @@ original and at the matched image, as the paper's Figure 3). Finished pairs go t
 checkpoint folder beside the outputs as they finish: a run killed mid-way, started
 again with the same flags, skips them and writes the same metric file (the folder is
 removed once the metric file is written, unless --keep-checkpoint).
+
+Under torchrun or srun the ranks share each model's pairs (rank 0 computes the metrics
+and writes), or take whole models with --shard-models; no other change:
+    torchrun --standalone --nproc-per-node 8 run_embedding_matching.py --input FOLDER
+    python run_embedding_matching.py --merge-only   # rebuild _ALL from the per-model files
 """
 import hashlib
 import os
@@ -51,8 +56,8 @@ from lgip.figures import detection_auc
 from lgip.io import InputError, file_sha256
 from lgip.labelled import DEFAULT_TEMPLATE, read_labelled, read_templates
 from lgip.stats import mean_or_none
-from lgip_common import PAPER_MODELS, check_run_outputs, default_workers, evaluation_arguments, print_metrics, run_cli, \
-    write_metric_file
+from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluation_arguments, gather_models, launch,
+                         merge_model_files, print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = "run_embedding_matching.py"
@@ -129,6 +134,9 @@ def parse_args(argv=None):
                         help="write finished pairs at most this often (default: %(default)s)")
     parser.add_argument("--keep-checkpoint", action="store_true",
                         help="keep the checkpoint folder after the metric file is written")
+    parser.add_argument("--merge-only", action="store_true",
+                        help="only write the _ALL file from the per-model files already there (after a "
+                             "--shard-models run that was stopped)")
     args = parser.parse_args(argv)
     args.input = args.input.rstrip("/\\") or args.input
     if args.seed < 0:
@@ -164,16 +172,22 @@ class ZeroShot:
     classes: np.ndarray
 
 
-def zero_shot(model, run: LabelledRun, settings) -> ZeroShot:
+def zero_shot(model, run: LabelledRun, settings, dist) -> ZeroShot:
     """Zero-shot classes of every image, through the embedding cache; an unreadable
-    image is a warning (an error with --strict) and counts for nothing."""
+    image is a warning (an error with --strict) and counts for nothing. Under several
+    ranks they share the encoding; every rank gets the class embeddings and which images
+    are readable, the main rank alone the predictions (-1 elsewhere)."""
     from lgip.engine.embed import embed_images
     from lgip.probes.zeroshot import class_embeddings, predict
 
-    classes = class_embeddings(model, run.classnames, run.templates, settings)
-    embeddings, failures = embed_images(model, run.paths, settings)
+    classes = dist.broadcast_rows(class_embeddings(model, run.classnames, run.templates, settings, dist))
+    embeddings, failures = embed_images(model, run.paths, settings, dist)
     readable = np.ones(len(run.paths), dtype=bool)
     readable[list(failures)] = False
+    readable = dist.broadcast_mask(readable, len(run.paths))
+    prediction = np.full(len(run.paths), -1, dtype=np.int64)
+    if not dist.is_main:
+        return ZeroShot(prediction, readable, classes)
     if failures:
         first, reason = sorted(failures.items())[0]
         message = f"{run.places[first]}: image {run.paths[first]} could not be read ({reason})"
@@ -181,7 +195,6 @@ def zero_shot(model, run: LabelledRun, settings) -> ZeroShot:
             raise InputError(message + f"; {len(failures)} image(s) failed in all")
         print(f"warning: {message}; {len(failures)} image(s) left out (--strict makes this an error)",
               file=sys.stderr)
-    prediction = np.full(len(run.paths), -1, dtype=np.int64)
     prediction[readable] = predict(embeddings[readable], classes)
     return ZeroShot(prediction, readable, classes)
 
@@ -208,10 +221,11 @@ def pair_pixels(model, run: LabelledRun, readable, settings):
     return source_pixels, target_features
 
 
-def open_checkpoint(model, run: LabelledRun, prefix: str, flush_seconds: float):
+def open_checkpoint(model, run: LabelledRun, prefix: str, flush_seconds: float, dist):
     """The checkpoint of this model's pairs, keyed by everything that decides a pair's
     record: the model and its settings, the device type, the matching options, the
-    classes and templates, the pairs, and the pair images' files (path, size, mtime)."""
+    classes and templates, the pairs, and the pair images' files (path, size, mtime).
+    Under several ranks each writes shards of its own."""
     from lgip.engine.cache import image_key
     from lgip.engine.checkpoint import RunCheckpoint, checkpoint_folder
 
@@ -224,7 +238,8 @@ def open_checkpoint(model, run: LabelledRun, prefix: str, flush_seconds: float):
                 "pairs": digest(f"{pairs.source.tolist()}|{pairs.target.tolist()}"),
                 "images": digest("".join(image_key(run.paths[i]) for i in used))}
     folder, keyed = checkpoint_folder(prefix, settings)
-    return RunCheckpoint(folder, keyed, flush_seconds)
+    return RunCheckpoint(folder, keyed if dist.is_main else None, flush_seconds,
+                         f"-rank{dist.rank}" if dist.distributed else "")
 
 
 def matching_metrics(run: LabelledRun, zero: ZeroShot, records, natural, bootstrap) -> Dict[str, Any]:
@@ -341,10 +356,27 @@ def jacobian_block(model, runner, originals, matched, prefix: str, seed: int) ->
                              "sampling_error_scale": float(np.sqrt(at_original.shape[1] / JACOBIAN_DRAWS))}}
 
 
-def match_model(spec, args, settings, run: LabelledRun, device: str, base: str, read_seconds: float):
+def gather_pairs(checkpoint, kind: str, mine: List[int], ids: List[int], dist):
+    """Rows of `kind` for the pairs `ids` on the main rank, NaN where none was written:
+    what the checkpoint held, and what every rank wrote for its pairs `mine` in this run,
+    sent as tensors (a folder of one machine's disk is all a rank needs); None on the
+    other ranks."""
+    earlier = checkpoint.load(kind, ids)[1] if dist.is_main else None
+    if not dist.distributed:
+        return earlier
+    _, rows = checkpoint.load(kind, mine)
+    place = {pair: row for row, pair in enumerate(ids)}
+    return dist.gather_rows(rows if rows is not None else np.zeros((0, 0), np.float32), [place[i] for i in mine],
+                            len(ids), out=earlier)
+
+
+def match_model(spec, args, settings, run: LabelledRun, device: str, base: str, read_seconds: float, dist,
+                world_size: int):
     """One model's metric dict and checkpoint: load it, check that its image tower gives
     gradients, zero-shot on every image, descend every pair the checkpoint lacks, noise
-    on the natural images, metrics, figures."""
+    on the natural images, metrics, figures. Under several ranks (`dist`) they share the
+    zero-shot encoding and the pairs, and only the main rank gets the dict (None on the
+    others). `world_size` is the launch's, for the config."""
     import torch
 
     from lgip.engine.run import run_config
@@ -360,7 +392,7 @@ def match_model(spec, args, settings, run: LabelledRun, device: str, base: str, 
     timings["load_model"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    zero = zero_shot(model, run, settings)
+    zero = zero_shot(model, run, settings, dist)
     timings["zero_shot"] = time.perf_counter() - started
     started = time.perf_counter()
     source_pixels, target_features = pair_pixels(model, run, zero.readable, settings)
@@ -368,21 +400,27 @@ def match_model(spec, args, settings, run: LabelledRun, device: str, base: str, 
 
     started = time.perf_counter()
     prefix = f"{base}__MATCHING_{model.spec.tag}"
-    checkpoint = open_checkpoint(model, run, prefix, args.checkpoint_seconds)
+    checkpoint = open_checkpoint(model, run, prefix, args.checkpoint_seconds, dist)
     num_pairs, num_sigmas = len(run.pairs), len(run.options.noise_sigmas)
     keep = list(range(min(num_pairs, max(args.examples, args.jacobian))))  # pairs whose tensors the figures need
-    found, _ = systematic.load_records(checkpoint, num_pairs, num_sigmas)
-    kept, _ = checkpoint.load(systematic.TENSORS, keep)
+    found = systematic.load_records(checkpoint, num_pairs, num_sigmas)[0] if dist.is_main else None
+    kept = checkpoint.load(systematic.TENSORS, keep)[0] if dist.is_main else None
+    found, kept = dist.broadcast_mask(found, num_pairs), dist.broadcast_mask(kept, len(keep))  # one todo list for all
     todo = sorted(set(np.flatnonzero(~found).tolist()) | {keep[i] for i in np.flatnonzero(~kept)})
-    if len(todo) < num_pairs:
+    if len(todo) < num_pairs and dist.is_main:
         print(f"resuming: {num_pairs - len(todo)} of {num_pairs} pairs already finished in {checkpoint.folder}")
     classes = torch.from_numpy(zero.classes)
     runner = systematic.PairRunner(model, run.options, source_pixels, run.source_record, target_features, classes,
-                                   checkpoint, keep, settings.progress)
-    runner.run(todo)
-    found, rows = systematic.load_records(checkpoint, num_pairs, num_sigmas)
-    if not found.all():
-        raise RuntimeError(f"checkpoint {checkpoint.folder} lacks {int((~found).sum())} pairs after the run")
+                                   checkpoint, keep, settings.progress and dist.is_main)
+    mine = dist.shard(todo)
+    runner.run(mine)
+    rows = gather_pairs(checkpoint, systematic.RECORDS, mine, list(range(num_pairs)), dist)
+    kept_rows = gather_pairs(checkpoint, systematic.TENSORS, sorted(set(mine) & set(keep)), keep, dist)
+    if not dist.is_main:
+        return None, checkpoint
+    missing = int(np.isnan(rows).all(axis=1).sum()) if rows is not None else num_pairs
+    if missing:
+        raise RuntimeError(f"checkpoint {checkpoint.folder} lacks {missing} pairs after the run")
     records = systematic.PairRecords(rows, num_sigmas)
     timings["matching"] = time.perf_counter() - started
 
@@ -401,7 +439,6 @@ def match_model(spec, args, settings, run: LabelledRun, device: str, base: str, 
 
     started = time.perf_counter()
     if keep:
-        _, kept_rows = checkpoint.load(systematic.TENSORS, keep)
         matched = torch.from_numpy(kept_rows).reshape((len(keep),) + tuple(source_pixels.shape[1:]))
         originals = source_pixels[torch.as_tensor(run.source_record[keep])]
         if args.examples:
@@ -412,7 +449,7 @@ def match_model(spec, args, settings, run: LabelledRun, device: str, base: str, 
     detection_auc(f"{prefix}.detection_auc.png", metrics["detection"])
     timings["figures"] = time.perf_counter() - started
 
-    metrics["config"] = run_config(settings, model, args.input, run.input_sha256, timings, SCRIPT)
+    metrics["config"] = run_config(settings, model, args.input, run.input_sha256, timings, SCRIPT, world_size)
     metrics["config"]["matching"] = {**run.options.as_dict(), "sources_per_class": args.sources_per_class,
                                      "classnames_file": args.classnames, "templates": run.templates,
                                      "examples": args.examples, "jacobian": args.jacobian}
@@ -464,28 +501,40 @@ def main(argv=None):
     started = time.perf_counter()
     outputs = check_run_outputs(args, per_model="__MATCHING_{tag}.metrics.json",
                                 combined="__MATCHING_ALL.metrics.json")  # before any work
-    run = read_input(args)
+    run = None if args.merge_only else read_input(args)
+    from lgip.engine.run import split_models
     from lgip.engine.settings import EvalSettings
     from lgip.models.device import resolve_device
 
-    settings = EvalSettings.from_args(args)
-    device = resolve_device(settings.device)
-    read_seconds = time.perf_counter() - started
-    classes = len(run.classnames)
-    print(f"{len(run.labels)} images in {classes} classes; {len(run.pairs)} pairs "
-          f"(up to {args.sources_per_class} source(s) per class x {classes - 1} target classes)")
-    all_metrics = []
-    for spec in outputs.specs:
-        metrics, checkpoint = match_model(spec, args, settings, run, device, outputs.base, read_seconds)
-        print_metrics(metrics, HEADLINE)
-        print("  detection, best sigma: " + "; ".join(
-            f"{name} AUC {entry['auc']:.3f} at {entry['sigma']:g}, TPR at 5% FPR {entry['tpr_at_fpr']:.3f}"
-            for name, entry in metrics["detection"]["best"].items()))
-        write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
-        if not args.keep_checkpoint:
-            checkpoint.remove()
-        all_metrics.append(metrics)
-    write_metric_file(outputs.combined_path, all_metrics)
+    with launch(args) as dist:
+        if args.merge_only:
+            merge_model_files(outputs, dist)
+            return
+        settings = EvalSettings.from_args(args)  # this rank's device and workers
+        device = resolve_device(settings.device)
+        read_seconds = time.perf_counter() - started
+        classes = len(run.classnames)
+        if dist.is_main:
+            print(f"{len(run.labels)} images in {classes} classes; {len(run.pairs)} pairs "
+                  f"(up to {args.sources_per_class} source(s) per class x {classes - 1} target classes)")
+        specs, model_dist = split_models(outputs.specs, dist, args.shard_models, settings.seed)
+        all_metrics = []
+        for spec in specs:
+            metrics, checkpoint = match_model(spec, args, settings, run, device, outputs.base, read_seconds,
+                                              model_dist, dist.world_size)
+            if metrics is None:
+                continue
+            print_metrics(metrics, HEADLINE)
+            print("  detection, best sigma: " + "; ".join(
+                f"{name} AUC {entry['auc']:.3f} at {entry['sigma']:g}, TPR at 5% FPR {entry['tpr_at_fpr']:.3f}"
+                for name, entry in metrics["detection"]["best"].items()))
+            write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
+            if not args.keep_checkpoint:
+                checkpoint.remove()
+            all_metrics.append(metrics)
+        all_metrics = gather_models(args, dist, all_metrics)
+        if dist.is_main:
+            write_metric_file(outputs.combined_path, all_metrics)
 
 
 if __name__ == "__main__":

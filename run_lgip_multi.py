@@ -19,7 +19,7 @@ import os
 from lgip.engine import record_ids
 from lgip.stats import gap_summary, mean_or_none
 from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluate, evaluation_arguments,
-                         gather_models, launch, print_metrics, read_model_files, run_cli, write_metric_file)
+                         gather_models, launch, merge_model_files, print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017_with_perturb.jsonl")
@@ -71,9 +71,7 @@ def main():
     outputs = check_run_outputs(args, per_model="__LGIP_{tag}.metrics.json", combined="__LGIP_ALL.metrics.json")
     with launch(args) as dist:
         if args.merge_only:
-            if dist.is_main:
-                write_metric_file(outputs.combined_path,
-                                  read_model_files([outputs.per_model_path(spec.tag) for spec in outputs.specs]))
+            merge_model_files(outputs, dist)
             return
         all_metrics = []
         for metrics in evaluate(args, variant_groups, lgip_metrics, "run_lgip_multi.py", outputs, dist):

@@ -18,6 +18,10 @@ distribution of the number of intervals, with 95% bootstrap intervals over image
 `--dump-intervals PATH` writes one JSON line per (image, edit, budget) with every
 interval and the dataset images nearest to the embedding just past the first boundary.
 
+Under torchrun or srun the ranks share each model's images and prompts (rank 0 certifies
+and writes), or take whole models with --shard-models; no other change:
+    torchrun --standalone --nproc-per-node 8 run_semantic_certification.py --input FOLDER
+
 Input: a JSONL with `image_path` and `label` (build_base_jsonl.py --labels makes one from
 COCO; records whose label is null are skipped and counted) or an image folder with one
 subfolder per class (Imagenette, Food-101 and ImageNet exports). Image and prompt
@@ -33,7 +37,8 @@ import numpy as np
 from lgip.cli import nonnegative_float, positive_int
 from lgip.engine import EvalSettings
 from lgip.engine.embed import embed_images, embed_texts
-from lgip.engine.run import run_config
+from lgip.engine.distributed import Dist
+from lgip.engine.run import run_config, split_models
 from lgip.io import InputError, atomic_output, file_sha256, is_stream, refuse_inputs
 from lgip.labelled import DEFAULT_EDITS, DEFAULT_TEMPLATE, fill_template, read_edits, read_labelled, read_templates
 from lgip.models import load_model, parse_specs
@@ -43,8 +48,8 @@ from lgip.probes.certify_summary import (certified_accuracy, interval_count_dist
                                          share_fully_certified, top_flip_classes)
 from lgip.probes.zeroshot import class_embeddings
 from lgip.stats import MIN_RECORDS_FOR_INTERVAL, Bootstrap
-from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluation_arguments, print_metrics,
-                         run_cli, write_metric_file)
+from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluation_arguments, launch,
+                         print_metrics, run_cli, write_metric_file)
 
 _DIR = os.path.dirname(os.path.abspath(__file__))
 JSONL_PATH = os.path.join(_DIR, "lgip_coco_native5_train2017.jsonl")  # build_base_jsonl.py --labels
@@ -195,8 +200,11 @@ def write_interval_dump(path, images, results, families, templates, classnames, 
             handle.close()
 
 
-def certify_model(args, settings, spec, images, templates, edits, device, input_sha256, timings):
-    """One model's metric dict (and, with --dump-intervals, its rows)."""
+def certify_model(args, settings, spec, images, templates, edits, device, input_sha256, timings, dist: Dist,
+                  world_size: int):
+    """One model's metric dict (and, with --dump-intervals, its rows). Under several
+    ranks (`dist`) they share the encoding and the main rank alone certifies; the
+    others get (None, None). `world_size` is the launch's, for the config."""
     import time
 
     started = time.perf_counter()
@@ -204,8 +212,16 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
                        prefix_sharing=settings.prefix_sharing, progress=settings.progress)
     timings["load_model"] = time.perf_counter() - started
     started = time.perf_counter()
-    image_embeddings, failures = embed_images(model, images.image_paths, settings)
+    image_embeddings, failures = embed_images(model, images.image_paths, settings, dist)
     timings["images"] = time.perf_counter() - started
+    started = time.perf_counter()
+    classes = class_embeddings(model, images.classnames, templates, settings, dist)
+    families, edit_templates, prompts = edit_prompts(edits, images.classnames)
+    targets = embed_texts(model, prompts, settings, dist)
+    timings["texts"] = time.perf_counter() - started
+    if not dist.is_main:
+        return None, None
+    targets = targets.reshape(len(edit_templates), len(images.classnames), -1)
     if failures:
         first, reason = sorted(failures.items())[0]
         message = f"{images.sources[first]}: image {images.image_paths[first]} could not be read ({reason})"
@@ -214,11 +230,6 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
         print(f"warning: {message}; {len(failures)} image(s) skipped (--strict makes this an error)", file=sys.stderr)
     keep = np.setdiff1d(np.arange(len(images.image_paths)), list(failures))
     kept = take(images, keep)
-    started = time.perf_counter()
-    classes = class_embeddings(model, images.classnames, templates, settings)
-    families, edit_templates, prompts = edit_prompts(edits, images.classnames)
-    targets = embed_texts(model, prompts, settings).reshape(len(edit_templates), len(images.classnames), -1)
-    timings["texts"] = time.perf_counter() - started
     started = time.perf_counter()
     embeddings = image_embeddings[keep]
     results = certify(embeddings, classes, targets, transform=args.transform, budgets=args.budgets)
@@ -236,7 +247,8 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
     timings["certify"] = time.perf_counter() - started
     nearest = ({result.budget: nearest_past_boundary(result, embeddings, classes, targets, args.transform, args.nearest)
                 for result in results} if args.dump_intervals else None)
-    config = run_config(settings, model, args.input, input_sha256, timings, "run_semantic_certification.py")
+    config = run_config(settings, model, args.input, input_sha256, timings, "run_semantic_certification.py",
+                        world_size)
     config["edits_file"] = os.path.abspath(args.edits)
     metrics["config"] = config
     return metrics, (kept, results, families, edit_templates, nearest)
@@ -244,7 +256,6 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
 
 def main():
     args = parse_args()
-    settings = EvalSettings.from_args(args)
     tags = [spec.tag for spec in parse_specs(args.models)]  # a typo fails before any work
     dumps = interval_dump_paths(args.dump_intervals, tags) if args.dump_intervals else {}
     outputs = check_run_outputs(args, per_model="__CERTIFY_{tag}.metrics.json",
@@ -257,19 +268,30 @@ def main():
     templates = read_templates(args.templates)
     edits = read_edits(args.edits)
     input_sha256 = file_sha256(args.input) if os.path.isfile(args.input) else None
-    device = resolve_device(settings.device)
-    for spec in outputs.specs:
-        metrics, dumped = certify_model(args, settings, spec, images, templates, edits, device, input_sha256, {})
-        print_metrics(metrics, HEADLINE)
-        for budget, by_budget in metrics["by_budget"].items():
-            print(f"  budget {budget}: mean certified extent {by_budget['mean_certified_extent']}, "
-                  f"certified on all of [0, 1] {by_budget['share_fully_certified']}")
-        write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
-        if args.dump_intervals:
-            dump_path = dumps[metrics["model_tag"]]
-            kept, results, families, edit_templates, nearest = dumped
-            write_interval_dump(dump_path, kept, results, families, edit_templates, images.classnames, nearest)
-            print(f"wrote {dump_path}")
+    with launch(args) as dist:
+        settings = EvalSettings.from_args(args)  # this rank's device and workers
+        device = resolve_device(settings.device)
+        specs, model_dist = split_models(outputs.specs, dist, args.shard_models, settings.seed)
+        for spec in specs:
+            metrics, dumped = certify_model(args, settings, spec, images, templates, edits, device, input_sha256, {},
+                                            model_dist, dist.world_size)
+            if metrics is not None:
+                write_outputs(args, metrics, dumped, dumps, outputs, images.classnames)
+        dist.wait_for_all()  # under --shard-models the slowest rank's models may take long
+
+
+def write_outputs(args, metrics, dumped, dumps, outputs, classnames):
+    """Print one model's headline numbers, write its metric file and its interval dump."""
+    print_metrics(metrics, HEADLINE)
+    for budget, by_budget in metrics["by_budget"].items():
+        print(f"  budget {budget}: mean certified extent {by_budget['mean_certified_extent']}, "
+              f"certified on all of [0, 1] {by_budget['share_fully_certified']}")
+    write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
+    if args.dump_intervals:
+        dump_path = dumps[metrics["model_tag"]]
+        kept, results, families, edit_templates, nearest = dumped
+        write_interval_dump(dump_path, kept, results, families, edit_templates, classnames, nearest)
+        print(f"wrote {dump_path}")
 
 
 if __name__ == "__main__":

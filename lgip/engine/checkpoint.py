@@ -36,15 +36,17 @@ class RunCheckpoint:
     `load` reads what earlier runs wrote. Rows go to disk as float32, so a caller that
     wants a resumed run to equal a fresh one keeps float32 rows in both."""
 
-    def __init__(self, folder: str, settings: Optional[Dict[str, Any]] = None, flush_seconds: float = 30.0):
-        self.folder, self.settings, self.flush_seconds = folder, settings, flush_seconds
+    def __init__(self, folder: str, settings: Optional[Dict[str, Any]] = None, flush_seconds: float = 30.0,
+                 writer: str = ""):
+        # Under several ranks each names its shards (`writer`) and one alone writes settings.json.
+        self.folder, self.settings, self.flush_seconds, self.writer = folder, settings, flush_seconds, writer
         self._stores: Dict[str, ShardStore] = {}
         self._last_flush = time.monotonic()
 
     def _store(self, kind: str) -> ShardStore:
         if kind not in self._stores:
             # Shards are cut by `flush`, never by a row count.
-            self._stores[kind] = ShardStore(self.folder, kind, sys.maxsize, self.settings)
+            self._stores[kind] = ShardStore(self.folder, kind, sys.maxsize, self.settings, self.writer)
         return self._stores[kind]
 
     def load(self, kind: str, ids: Sequence[int]):

@@ -273,6 +273,23 @@ class Dist:
         self._collective("sharing what the cache lacks", lambda: torch_dist.broadcast(tensor, src=0))
         return tensor.cpu().numpy().astype(bool)
 
+    def broadcast_rows(self, matrix: Optional[np.ndarray]) -> np.ndarray:
+        """The main rank's float32 `matrix` [N, D] on every rank (the others pass None)."""
+        if not self.distributed:
+            return matrix
+        import torch
+        import torch.distributed as torch_dist
+
+        shape = torch.zeros(2, dtype=torch.int64, device=self.device)
+        if self.is_main:
+            shape.copy_(torch.tensor(matrix.shape, dtype=torch.int64))
+        self._collective("sharing results", lambda: torch_dist.broadcast(shape, src=0))
+        tensor = torch.zeros(tuple(shape.tolist()), dtype=torch.float32, device=self.device)
+        if self.is_main:
+            tensor.copy_(torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32)))
+        self._collective("sharing results", lambda: torch_dist.broadcast(tensor, src=0))
+        return tensor.cpu().numpy()
+
     def _all_gather_ints(self, values: Sequence[int], what: str) -> np.ndarray:
         """[world_size, len(values)] int64: every rank's `values`."""
         import torch

@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from lgip.engine.cache import library_versions
 from lgip.engine.distributed import SOLO, Dist, assign_longest_first
@@ -92,6 +92,15 @@ def models_of_rank(specs: List[ModelSpec], dist: Dist, seed: int) -> List[ModelS
     return [specs[i] for i in assign_longest_first(costs, dist.world_size, seed)[dist.rank]]
 
 
+def split_models(specs: List[ModelSpec], dist: Dist, shard_models: bool, seed: int) -> Tuple[List[ModelSpec], Dist]:
+    """(the models this rank runs, the Dist each of them runs under): every model, its
+    work shared by all ranks (`dist`); or, with `shard_models` under several ranks, this
+    rank's whole models (models_of_rank), each run as one process (SOLO)."""
+    if shard_models and dist.distributed:
+        return models_of_rank(specs, dist, seed), SOLO
+    return specs, dist
+
+
 def evaluate_models(settings: EvalSettings, model_specs: List[str], input_path: str,
                     variant_groups: Callable[[Caption], VariantGroups], compute_metrics: MetricFunction, script: str,
                     dump_path: Optional[str] = None, dist: Dist = SOLO,
@@ -107,12 +116,10 @@ def evaluate_models(settings: EvalSettings, model_specs: List[str], input_path: 
     if settings.limit is not None and settings.limit < 1:
         raise InputError(f"--limit {settings.limit}: expected at least 1")
     specs = parse_specs(model_specs)  # a typo fails before any work; tags unique in the run
-    engine_dist = dist
-    if shard_models and dist.distributed:
-        if dump_path:
-            raise InputError(f"--dump-pairs {dump_path} with --shard-models: every rank would write that one file; "
-                             f"drop --shard-models (the ranks then share each model) or dump in another run")
-        specs, engine_dist = models_of_rank(specs, dist, settings.seed), SOLO
+    if shard_models and dist.distributed and dump_path:
+        raise InputError(f"--dump-pairs {dump_path} with --shard-models: every rank would write that one file; "
+                         f"drop --shard-models (the ranks then share each model) or dump in another run")
+    specs, engine_dist = split_models(specs, dist, shard_models, settings.seed)
     plan = build_plan(input_path, variant_groups, settings.limit, settings.strict)
     if dump_path:
         refuse_inputs(dump_path, plan.images, "--dump-pairs")

@@ -4,10 +4,11 @@ re-normalised, as CLIP's zero-shot ensembles do), predictions by the highest cos
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
+from lgip.engine.distributed import SOLO, Dist
 from lgip.engine.embed import embed_texts
 from lgip.engine.settings import EvalSettings
 from lgip.labelled import fill_template
@@ -27,13 +28,14 @@ def average_prompts(prompt_embeddings: np.ndarray, num_classes: int) -> np.ndarr
 
 
 def class_embeddings(model: VisionLanguageModel, classnames: Sequence[str], templates: Sequence[str],
-                     settings: EvalSettings) -> np.ndarray:
+                     settings: EvalSettings, dist: Dist = SOLO) -> Optional[np.ndarray]:
     """[C, D] unit class embeddings of `classnames` under `templates`, the prompts encoded
-    through the embedding cache (a rerun encodes nothing)."""
+    through the embedding cache (a rerun encodes nothing). Under several ranks they
+    share the prompts and only the main rank gets the embeddings (None elsewhere)."""
     prompts = fill_templates(classnames, templates)
     distinct, inverse = np.unique(np.asarray(prompts, dtype=object), return_inverse=True)
-    embeddings = embed_texts(model, list(distinct), settings)[inverse]
-    return average_prompts(embeddings, len(classnames))
+    embeddings = embed_texts(model, list(distinct), settings, dist)
+    return None if embeddings is None else average_prompts(embeddings[inverse], len(classnames))
 
 
 def predict(image_embeddings: np.ndarray, class_embeddings_: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
-"""The evaluation scripts under `torchrun --standalone --nproc-per-node 2` (gloo, on the CPU)
-and launched as `srun` launches a job step, over two tiny open_clip models: every file
-equals a one-process run's apart from timings and the recorded world size, whether the
-ranks share each model or take whole models (--shard-models); a second run on another
-number of ranks encodes nothing; a rank killed mid-encoding stops the other with one
+"""The evaluation scripts and the labelled-image probes under `torchrun --standalone
+--nproc-per-node 2` (gloo, on the CPU) and launched as `srun` launches a job step, over two
+tiny open_clip models: every file equals a one-process run's apart from timings and the
+recorded world size, whether the ranks share each model or take whole models
+(--shard-models); a second run on another number of ranks encodes nothing; a rank killed mid-encoding stops the other with one
 error line, and a rerun resumes from the cache and ends with a clean run's files.
 
 Every run has one thread per process (torchrun's default), so that embeddings can be
@@ -34,6 +34,8 @@ from lgip.engine.run import without_launch_details  # noqa: E402
 from lgip.tiny import OPENCLIP_MODEL_CFG, build_tiny_openclip, draw_images  # noqa: E402
 from tests.helpers import write_records  # noqa: E402
 
+CLASSES = ["bus", "cat", "dog"]  # the labelled-image probes' image folder: a subfolder per class
+
 RUN_TIMEOUT = 300  # seconds for any one launch: a hang fails the test instead of the suite
 DIST_TIMEOUT = 30  # --dist-timeout of the killed run: the survivor must stop well within it
 ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
@@ -57,6 +59,15 @@ def world(tmp_path_factory):
         subprocess.run([sys.executable, str(REPO / script), "--input", str(source), "--output", str(output)],
                        check=True, capture_output=True, cwd=REPO, timeout=RUN_TIMEOUT)
     return SimpleNamespace(root=root, models=models, input=str(compositional))
+
+
+@pytest.fixture(scope="module")
+def labelled(world):
+    """An image folder with three drawn images in each of CLASSES."""
+    folder = world.root / "labelled"
+    for index, name in enumerate(CLASSES):
+        draw_images(folder / name, 3, seed=10 + index)
+    return folder
 
 
 def clean_env(extra=None):
@@ -122,11 +133,15 @@ def world_sizes(value):
 
 
 def assert_same_files(one_process: Path, ranks: Path, world_size: int = 2):
-    """Every metric file of the one-process run exists in the other with equal content
-    (bit for bit: JSON floats are exact), apart from timings and the world size."""
+    """Every file of the one-process run exists in the other with equal content: metric
+    files bit for bit (JSON floats are exact) apart from timings and the world size,
+    anything else (figures) byte for byte."""
     names = sorted(path.name for path in one_process.iterdir())
     assert names and names == sorted(path.name for path in ranks.iterdir())
     for name in names:
+        if not name.endswith(".json"):
+            assert (one_process / name).read_bytes() == (ranks / name).read_bytes(), name
+            continue
         expected, found = (json.loads((folder / name).read_text()) for folder in (one_process, ranks))
         assert without_launch_details(found) == without_launch_details(expected), name
         assert set(world_sizes(expected)) == {1} and set(world_sizes(found)) == {world_size}, name
@@ -138,6 +153,17 @@ def shard_files(cache: Path):
 
 def wrote_lines(output: str):
     return [line for line in output.splitlines() if "]:wrote " in line or line.startswith("wrote ")]
+
+
+def assert_whole_models_per_rank_and_merge_only(script, args, output: str, merged: Path):
+    """A --shard-models run's per-model files came one from each rank; --merge-only,
+    run afterwards, writes the same combined file `merged` again."""
+    per_model = [line for line in wrote_lines(output) if "_ALL." not in line and ".metrics.json" in line]
+    assert sorted(line[:len("[default0]:")] for line in per_model) == ["[default0]:", "[default1]:"]
+    expected = merged.read_text()
+    merged.unlink()
+    run_one(script, *args, "--output-dir", merged.parent, "--merge-only")
+    assert merged.read_text() == expected
 
 
 def test_ranks_share_each_model_or_take_whole_models_and_write_what_one_process_writes(world, tmp_path):
@@ -156,14 +182,8 @@ def test_ranks_share_each_model_or_take_whole_models_and_write_what_one_process_
     whole = run_torchrun("run_lgip_multi.py", *args, "--output-dir", tmp_path / "whole", "--shard-models")
     assert_same_files(tmp_path / "one", tmp_path / "whole")
     assert shard_files(cache) == shards  # the second run, on other terms, encoded nothing
-    per_model = [line for line in wrote_lines(whole.stdout) if "_ALL." not in line]
-    assert sorted(line[:len("[default0]:")] for line in per_model) == ["[default0]:", "[default1]:"]
-
-    merged = tmp_path / "whole" / "compositional__LGIP_ALL.metrics.json"
-    expected = merged.read_text()
-    merged.unlink()
-    run_one("run_lgip_multi.py", *args, "--output-dir", tmp_path / "whole", "--merge-only")
-    assert merged.read_text() == expected
+    assert_whole_models_per_rank_and_merge_only("run_lgip_multi.py", args, whole.stdout,
+                                                tmp_path / "whole" / "compositional__LGIP_ALL.metrics.json")
 
 
 def test_compositional_probes_shared_by_ranks(world, tmp_path):
@@ -222,3 +242,47 @@ def test_a_killed_rank_stops_the_other_with_one_line_and_a_rerun_resumes(world, 
     assert set(finished) <= set(after)  # the finished shards were kept and used
     keys = np.concatenate([np.load(path)["keys"] for path in after])
     assert len(keys) == len(np.unique(keys))  # and nothing they hold was encoded again
+
+
+def test_certification_shared_by_ranks_or_by_whole_models(world, labelled, tmp_path):
+    cache = tmp_path / "cache"
+    args = ["--input", labelled, "--models", *world.models, "--cache-dir", cache, *COMMON, *SMALL_BATCHES,
+            "--budgets", "0", "0.02"]
+    run_one("run_semantic_certification.py", *args, "--output-dir", tmp_path / "one")
+    shutil.rmtree(cache)
+
+    shared = run_torchrun("run_semantic_certification.py", *args, "--output-dir", tmp_path / "shared")
+    assert_same_files(tmp_path / "one", tmp_path / "shared")
+    assert all(line.startswith("[default0]:") for line in wrote_lines(shared.stdout))
+    shards = shard_files(cache)
+    assert any(name.endswith("-rank1.npz") for name in shards)  # rank 1 encoded its share
+
+    run_like_srun("run_semantic_certification.py", *args, "--output-dir", tmp_path / "whole", "--shard-models")
+    assert_same_files(tmp_path / "one", tmp_path / "whole")
+    assert shard_files(cache) == shards  # everything was cached
+
+
+MATCHING = ["--steps", "30", "--noise-sigmas", "0.02", "0.08", "--noise-draws", "2", "--pair-batch-size", "2",
+            "--sources-per-class", "2", "--checkpoint-seconds", "0", "--examples", "3"]
+
+
+def test_matching_pairs_shared_by_ranks_or_by_whole_models(world, labelled, tmp_path):
+    cache = tmp_path / "cache"
+    args = ["--input", labelled, "--models", *world.models, "--cache-dir", cache, *COMMON, *MATCHING]
+    run_one("run_embedding_matching.py", *args, "--output-dir", tmp_path / "one")
+    assert len(list((tmp_path / "one").glob("*.example_*.png"))) == 6  # the figures are compared too
+    shutil.rmtree(cache)
+
+    shared = run_torchrun("run_embedding_matching.py", *args, "--output-dir", tmp_path / "shared", "--keep-checkpoint")
+    checkpoints = list((tmp_path / "shared").glob("*.checkpoint-*"))
+    assert len(checkpoints) == 2
+    for checkpoint in checkpoints:  # each rank descended its share of the pairs
+        assert {path.name.split("-")[-1] for path in checkpoint.glob("records-*.npz")} == {"rank0.npz", "rank1.npz"}
+        shutil.rmtree(checkpoint)
+    assert_same_files(tmp_path / "one", tmp_path / "shared")
+    assert all(line.startswith("[default0]:") for line in wrote_lines(shared.stdout))
+
+    whole = run_torchrun("run_embedding_matching.py", *args, "--output-dir", tmp_path / "whole", "--shard-models")
+    assert_same_files(tmp_path / "one", tmp_path / "whole")
+    assert_whole_models_per_rank_and_merge_only("run_embedding_matching.py", args, whole.stdout,
+                                                tmp_path / "whole" / "labelled__MATCHING_ALL.metrics.json")
