@@ -20,6 +20,7 @@ from open_clip.transformer import text_global_pool
 
 from lgip.io import InputError
 from lgip.models.base import TORCH_DTYPES, TokenBatch, VisionLanguageModel, unit_rows, weights_fingerprint
+from lgip.models.word_tokens import WordMemoTokenizer
 from lgip.models.spec import ModelSpec
 
 
@@ -84,6 +85,8 @@ class OpenClipModel(VisionLanguageModel):
         self.trims_padding = (isinstance(model, open_clip.model.CLIP) and model.attn_mask is not None
                               and getattr(model, "text_pool_type", "argmax") == "argmax"
                               and isinstance(self.tokenizer, SimpleTokenizer))
+        # The same ids as the tokenizer's, several times faster on LGIP's texts (word_tokens.py).
+        self._words = WordMemoTokenizer(self.tokenizer) if isinstance(self.tokenizer, SimpleTokenizer) else None
         self.weights = weights_fingerprint(self.model)
         self.use_prefix_sharing(prefix_sharing)
 
@@ -112,6 +115,9 @@ class OpenClipModel(VisionLanguageModel):
         return self.model.encode_image(normalized)
 
     def tokenize(self, texts):
+        if self._words is not None and self._words.applies:
+            ids, lengths, truncated = self._words.batch(texts, self.context_length)
+            return TokenBatch(torch.from_numpy(ids), lengths, truncated)
         ids = self.tokenizer(texts)
         nonzero = (ids != 0).numpy()
         lengths = np.where(nonzero.any(1), self.context_length - np.argmax(nonzero[:, ::-1], axis=1), 0)

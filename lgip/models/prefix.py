@@ -175,8 +175,9 @@ def pack_batches(packs: List[Pack], max_nodes_per_pack: int, nodes_per_batch: in
 def encode_trie(trie: PrefixTrie, forward: Callable, device, max_nodes_per_pack: int = MAX_NODES_PER_PACK,
                 nodes_per_batch: int = NODES_PER_BATCH):
     """The last hidden state (before the final norm) of each text's end node, [T, width],
-    as `forward(token_ids [B,P], positions [B,P], additive_mask [B,P,P] float32)` gives
-    it for batches of packs. Node q of a pack may attend to node k iff k is q or one of
+    as `forward(token_ids [B,P], positions [B,P], additive_mask [B,P,P] float32, pick)`
+    gives it for batches of packs: the states [B,P,width][pick], `pick` a pair of index
+    tensors (pack, place) of the end nodes the batch owns. Node q of a pack may attend to node k iff k is q or one of
     its ancestors: in preorder, iff k <= q < subtree_end[k]. Padding nodes attend only
     to themselves and nothing attends to them."""
     import torch
@@ -204,11 +205,10 @@ def encode_trie(trie: PrefixTrie, forward: Callable, device, max_nodes_per_pack:
         mask = torch.zeros(visible.shape, dtype=torch.float32, device=device).masked_fill_(~visible, float("-inf"))
         tokens = torch.as_tensor(np.where(real, trie.token[safe], 0), device=device)
         positions = torch.as_tensor(np.where(real, trie.depth[safe], 0), device=device)
-        states = forward(tokens, positions, mask)
         wanted = np.flatnonzero((owner >= batch_start) & (owner < batch_stop))
+        picked = forward(tokens, positions, mask, (torch.as_tensor(owner[wanted] - batch_start, device=device),
+                                                   torch.as_tensor(place[wanted], device=device)))
         if len(wanted):
-            picked = states[torch.as_tensor(owner[wanted] - batch_start, device=device),
-                            torch.as_tensor(place[wanted], device=device)]
             if hidden is None:
                 hidden = torch.empty((len(end_nodes), picked.shape[-1]), dtype=picked.dtype, device=device)
             hidden[torch.as_tensor(wanted, device=device)] = picked
@@ -275,6 +275,7 @@ def encode_prefix_shared_openclip(model, token_rows: Sequence[Sequence[int]],
     float32 CPU tensor [T, D] in the rows' order. `model` is an open_clip CLIP or
     CustomTextCLIP in eval mode; ValueError when its tower does not qualify."""
     import torch
+    from open_clip.transformer import ResidualAttentionBlock
 
     tower, pool_type, eos_id = _openclip_tower(model)
     matrix, lengths = _pooled_rows(token_rows, pool_type, eos_id, tower.positional_embedding.shape[0])
@@ -282,13 +283,24 @@ def encode_prefix_shared_openclip(model, token_rows: Sequence[Sequence[int]],
         return torch.zeros((0, _openclip_output_dim(tower)), dtype=torch.float32)
     trie = _trie_from_padded(matrix, lengths)
     cast_dtype = tower.transformer.get_cast_dtype()
-    heads = tower.transformer.resblocks[0].attn.num_heads
+    blocks = tower.transformer.resblocks
+    heads = blocks[0].attn.num_heads
+    # Past the last block's attention only the end nodes are read, so its MLP (two
+    # thirds of a block's work) runs on them alone, where the block is open_clip's plain one.
+    last = blocks[-1]
+    end_only_mlp = (tower.transformer.batch_first and type(last) is ResidualAttentionBlock
+                    and not hasattr(last, "ln_1_kv"))
 
-    def forward(tokens, positions, mask):
+    def forward(tokens, positions, mask, pick):
         x = tower.token_embedding(tokens).to(cast_dtype) + tower.positional_embedding.to(cast_dtype)[positions]
         # The blocks take a [P,P] mask or one per batch row and head, [B*heads,P,P], row-major.
-        mask = mask[0] if len(mask) == 1 else mask.repeat_interleave(heads, dim=0)
-        return tower.transformer(x, attn_mask=mask.to(cast_dtype))
+        mask = (mask[0] if len(mask) == 1 else mask.repeat_interleave(heads, dim=0)).to(cast_dtype)
+        if not end_only_mlp:
+            return tower.transformer(x, attn_mask=mask)[pick]
+        for block in blocks[:-1]:
+            x = block(x, attn_mask=mask)
+        x = (x + last.ls_1(last.attention(q_x=last.ln_1(x), attn_mask=mask)))[pick]
+        return x + last.ls_2(last.mlp(last.ln_2(x)))
 
     with torch.no_grad():
         hidden = encode_trie(trie, forward, tower.token_embedding.weight.device, max_nodes_per_pack, nodes_per_batch)
@@ -354,13 +366,13 @@ def encode_prefix_shared_hf_clip(model, token_rows: Sequence[Sequence[int]],
     takes_causal = "causal_attention_mask" in inspect.signature(layers[0].forward).parameters
     dtype = embeddings.token_embedding.weight.dtype
 
-    def forward(tokens, positions, mask):
+    def forward(tokens, positions, mask, pick):
         x = embeddings.token_embedding(tokens) + embeddings.position_embedding(positions)
         mask = mask[:, None].to(dtype)  # [B, 1, P, P]: the same for every head
         for layer in layers:
             x = layer(x, mask, None) if takes_causal else layer(x, mask)
             x = x[0] if isinstance(x, tuple) else x
-        return x
+        return x[pick]
 
     with torch.no_grad():
         hidden = encode_trie(trie, forward, embeddings.token_embedding.weight.device, max_nodes_per_pack,
