@@ -15,6 +15,8 @@ process would encode (each writing its own shards), and the main rank gets every
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from typing import TYPE_CHECKING, Dict, List, Optional
 
@@ -200,6 +202,26 @@ def _unopenable(path: str) -> Optional[str]:
     return None
 
 
+@contextlib.contextmanager
+def _threads_beside_workers(workers: int, on_cuda: bool):
+    """While `workers` DataLoader processes decode for a model on the CPU, its intra-op
+    threads are what this process's CPUs leave over (at least one), so that decoding and
+    encoding do not fight over cores (bench_eval's 300 images on 2 CPUs with 2 workers:
+    1.6 s instead of 2.1 s, and a quarter less CPU time)."""
+    if workers <= 0 or on_cuda:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, min(before, cpus - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def encode_images(model: "VisionLanguageModel", paths: List[str], store: ShardStore, batch_size: int,
                   workers: int, progress: bool = True, dist: Dist = SOLO):
     """Embeddings [len(paths), D] (NaN rows for images that failed) and {index: reason}
@@ -234,7 +256,7 @@ def encode_images(model: "VisionLanguageModel", paths: List[str], store: ShardSt
                                              num_workers=workers, collate_fn=_collate_images, pin_memory=on_cuda,
                                              prefetch_factor=PREFETCH_BATCHES if workers > 0 else None)
         with tqdm(total=sum(map(len, batches)), desc=f"images [{model.spec.spec}]", unit="img", disable=not progress,
-                  dynamic_ncols=True) as bar:
+                  dynamic_ncols=True) as bar, _threads_beside_workers(workers, on_cuda):
             for indices, pixels, failed in loader:
                 failures.update(failed)
                 if pixels is not None:

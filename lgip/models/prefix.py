@@ -24,11 +24,12 @@ from typing import Callable, List, Sequence
 import numpy as np
 
 # A pack's attention is dense over its nodes (O(P^2)), and smaller packs repeat more
-# ancestors and pad more. On the bench's model (text width 192, CPU seconds, see
-# bench/bench_prefix.py) packs of 96 or 128 nodes cost least, 192-256 about 5% more,
-# 512 20%, 1024 75%. A wider tower spends relatively less on attention, so there 128
-# to 256 cost about the same (a few % of attention against a few % of repeats and padding).
-MAX_NODES_PER_PACK = 128
+# ancestors and pad more. On the bench's model (text width 192, best of 5 CPU runs of
+# bench/bench_prefix.py, with the last MLP at end nodes only) packs of 80 cost least, 96
+# 6% more, 64 5%, 128 18%, 192 and more 25% and up. A wider tower spends relatively less
+# on attention, so there 96 to 256 cost about the same. A pack must hold a 77-token
+# text's 76 ancestors and room to spare, hence not 80.
+MAX_NODES_PER_PACK = 96
 # Packs of one batch run through the blocks together (padded to the longest pack):
 # enough rows per call to keep the matrix multiplies efficient, masks of bounded size.
 NODES_PER_BATCH = 4096
