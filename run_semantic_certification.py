@@ -254,6 +254,20 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
     return metrics, (kept, results, families, edit_templates, nearest)
 
 
+def write_outputs(args, metrics, dumped, dumps, outputs, classnames):
+    """Print one model's headline numbers, write its metric file and its interval dump."""
+    print_metrics(metrics, HEADLINE)
+    for budget, by_budget in metrics["by_budget"].items():
+        print(f"  budget {budget}: mean certified extent {by_budget['mean_certified_extent']}, "
+              f"certified on all of [0, 1] {by_budget['share_fully_certified']}")
+    write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
+    if args.dump_intervals:
+        dump_path = dumps[metrics["model_tag"]]
+        kept, results, families, edit_templates, nearest = dumped
+        write_interval_dump(dump_path, kept, results, families, edit_templates, classnames, nearest)
+        print(f"wrote {dump_path}")
+
+
 def main():
     args = parse_args()
     tags = [spec.tag for spec in parse_specs(args.models)]  # a typo fails before any work
@@ -278,20 +292,6 @@ def main():
             if metrics is not None:
                 write_outputs(args, metrics, dumped, dumps, outputs, images.classnames)
         dist.wait_for_all()  # under --shard-models the slowest rank's models may take long
-
-
-def write_outputs(args, metrics, dumped, dumps, outputs, classnames):
-    """Print one model's headline numbers, write its metric file and its interval dump."""
-    print_metrics(metrics, HEADLINE)
-    for budget, by_budget in metrics["by_budget"].items():
-        print(f"  budget {budget}: mean certified extent {by_budget['mean_certified_extent']}, "
-              f"certified on all of [0, 1] {by_budget['share_fully_certified']}")
-    write_metric_file(outputs.per_model_path(metrics["model_tag"]), metrics)
-    if args.dump_intervals:
-        dump_path = dumps[metrics["model_tag"]]
-        kept, results, families, edit_templates, nearest = dumped
-        write_interval_dump(dump_path, kept, results, families, edit_templates, classnames, nearest)
-        print(f"wrote {dump_path}")
 
 
 if __name__ == "__main__":
