@@ -34,9 +34,12 @@ class WordMemoTokenizer:
         from open_clip import tokenizer as open_clip_tokenizer
 
         self.tokenizer = tokenizer
+        # The cleanings the shortcut reproduces, looked up so that an open_clip without them
+        # (renamed, say) only turns the shortcut off.
         clean = getattr(tokenizer, "clean_fn", None)
-        self.lower = clean is open_clip_tokenizer._clean_lower
-        self.applies = ((self.lower or clean is open_clip_tokenizer._clean_whitespace)
+        lower, whitespace = (getattr(open_clip_tokenizer, name, None) for name in ("_clean_lower", "_clean_whitespace"))
+        self.lower = clean is not None and clean is lower
+        self.applies = ((self.lower or (clean is not None and clean is whitespace))
                         and getattr(tokenizer, "reduction_fn", None) is None)
         self.words = {}
 
