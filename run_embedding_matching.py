@@ -238,8 +238,7 @@ def open_checkpoint(model, run: LabelledRun, prefix: str, flush_seconds: float, 
                 "pairs": digest(f"{pairs.source.tolist()}|{pairs.target.tolist()}"),
                 "images": digest("".join(image_key(run.paths[i]) for i in used))}
     folder, keyed = checkpoint_folder(prefix, settings)
-    return RunCheckpoint(folder, keyed if dist.is_main else None, flush_seconds,
-                         f"-rank{dist.rank}" if dist.distributed else "")
+    return RunCheckpoint(folder, keyed if dist.is_main else None, flush_seconds, dist.writer)
 
 
 def matching_metrics(run: LabelledRun, zero: ZeroShot, records, natural, bootstrap) -> Dict[str, Any]:
@@ -358,16 +357,16 @@ def jacobian_block(model, runner, originals, matched, prefix: str, seed: int) ->
 
 def gather_pairs(checkpoint, kind: str, mine: List[int], ids: List[int], dist):
     """Rows of `kind` for the pairs `ids` on the main rank, NaN where none was written:
-    what the checkpoint held, and what every rank wrote for its pairs `mine` in this run,
-    sent as tensors (a folder of one machine's disk is all a rank needs); None on the
-    other ranks."""
-    earlier = checkpoint.load(kind, ids)[1] if dist.is_main else None
-    if not dist.distributed:
-        return earlier
-    _, rows = checkpoint.load(kind, mine)
+    what its checkpoint holds (earlier runs' pairs and its own), and what the other ranks
+    wrote for their pairs `mine` in this run, sent as tensors (a folder of one machine's
+    disk is all a rank needs); None on the other ranks."""
+    if dist.is_main:
+        held = checkpoint.load(kind, ids)[1]
+        return dist.gather_rows(np.zeros((0, 0), np.float32), [], len(ids), out=held) if dist.distributed else held
+    _, rows = checkpoint.load(kind, mine) if mine else (None, None)
     place = {pair: row for row, pair in enumerate(ids)}
     return dist.gather_rows(rows if rows is not None else np.zeros((0, 0), np.float32), [place[i] for i in mine],
-                            len(ids), out=earlier)
+                            len(ids))
 
 
 def match_model(spec, args, settings, run: LabelledRun, device: str, base: str, read_seconds: float, dist,

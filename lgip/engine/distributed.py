@@ -154,6 +154,12 @@ class Dist:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def writer(self) -> str:
+        """What this rank's files add to their names where several ranks write into one
+        folder (`-rank<r>`; nothing for one process)."""
+        return f"-rank{self.rank}" if self.distributed else ""
+
     def __repr__(self) -> str:
         return f"Dist(rank {self.rank} of {self.world_size}, {self.launch.launcher})"
 

@@ -399,9 +399,9 @@ def cache_stores(model: "VisionLanguageModel", settings: EvalSettings, dist: Dis
     # Named by the spec's own tag, not the run's: a model finds its cache whatever a run calls it.
     folder, keyed_settings = cache_folder(settings.cache_dir, model.spec.default_tag,
                                           {**model.settings(), "device": model.device.split(":")[0]})
-    writer, owned_settings = (f"-rank{dist.rank}" if dist.distributed else ""), (keyed_settings if dist.is_main else None)
-    return (ShardStore(folder, "images", settings.cache_shard_rows, owned_settings, writer),
-            ShardStore(folder, "texts", settings.cache_shard_rows, owned_settings, writer))
+    owned_settings = keyed_settings if dist.is_main else None
+    return (ShardStore(folder, "images", settings.cache_shard_rows, owned_settings, dist.writer),
+            ShardStore(folder, "texts", settings.cache_shard_rows, owned_settings, dist.writer))
 
 
 def embed_images(model: "VisionLanguageModel", paths: List[str], settings: EvalSettings, dist: Dist = SOLO):

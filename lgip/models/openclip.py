@@ -86,7 +86,8 @@ class OpenClipModel(VisionLanguageModel):
                               and getattr(model, "text_pool_type", "argmax") == "argmax"
                               and isinstance(self.tokenizer, SimpleTokenizer))
         # The same ids as the tokenizer's, several times faster on LGIP's texts (word_tokens.py).
-        self._words = WordMemoTokenizer(self.tokenizer) if isinstance(self.tokenizer, SimpleTokenizer) else None
+        words = WordMemoTokenizer(self.tokenizer) if isinstance(self.tokenizer, SimpleTokenizer) else None
+        self._words = words if words is not None and words.applies else None
         self.weights = weights_fingerprint(self.model)
         self.use_prefix_sharing(prefix_sharing)
 
@@ -115,7 +116,7 @@ class OpenClipModel(VisionLanguageModel):
         return self.model.encode_image(normalized)
 
     def tokenize(self, texts):
-        if self._words is not None and self._words.applies:
+        if self._words is not None:
             ids, lengths, truncated = self._words.batch(texts, self.context_length)
             return TokenBatch(torch.from_numpy(ids), lengths, truncated)
         ids = self.tokenizer(texts)

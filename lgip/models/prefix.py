@@ -182,9 +182,10 @@ def encode_trie(trie: PrefixTrie, forward: Callable, device, max_nodes_per_pack:
     """The last hidden state (before the final norm) of each text's end node, [T, width],
     as `forward(token_ids [B,P], positions [B,P], additive_mask [B,P,P] float32, pick)`
     gives it for batches of packs: the states [B,P,width][pick], `pick` a pair of index
-    tensors (pack, place) of the end nodes the batch owns. Node q of a pack may attend to node k iff k is q or one of
-    its ancestors: in preorder, iff k <= q < subtree_end[k]. Padding nodes attend only
-    to themselves and nothing attends to them."""
+    tensors (pack, place) of the end nodes the batch owns (a batch that owns none is not
+    run). Node q of a pack may attend to node k iff k is q or one of its ancestors: in
+    preorder, iff k <= q < subtree_end[k]. Padding nodes attend only to themselves and
+    nothing attends to them."""
     import torch
 
     packs = plan_packs(trie, max_nodes_per_pack)
@@ -195,6 +196,9 @@ def encode_trie(trie: PrefixTrie, forward: Callable, device, max_nodes_per_pack:
     place = np.asarray([pack.owned_from for pack in packs])[owner] + end_nodes - first_owned[owner]
     hidden = None
     for batch_start, batch_stop, width in pack_batches(packs, max_nodes_per_pack, nodes_per_batch):
+        wanted = np.flatnonzero((owner >= batch_start) & (owner < batch_stop))
+        if not len(wanted):  # its packs' states are read by no text
+            continue
         batch = packs[batch_start:batch_stop]
         ids = np.full((len(batch), width), -1, dtype=np.int64)  # -1: padding
         for row, pack in enumerate(batch):
@@ -210,13 +214,11 @@ def encode_trie(trie: PrefixTrie, forward: Callable, device, max_nodes_per_pack:
         mask = torch.zeros(visible.shape, dtype=torch.float32, device=device).masked_fill_(~visible, float("-inf"))
         tokens = torch.as_tensor(np.where(real, trie.token[safe], 0), device=device)
         positions = torch.as_tensor(np.where(real, trie.depth[safe], 0), device=device)
-        wanted = np.flatnonzero((owner >= batch_start) & (owner < batch_stop))
         picked = forward(tokens, positions, mask, (torch.as_tensor(owner[wanted] - batch_start, device=device),
                                                    torch.as_tensor(place[wanted], device=device)))
-        if len(wanted):
-            if hidden is None:
-                hidden = torch.empty((len(end_nodes), picked.shape[-1]), dtype=picked.dtype, device=device)
-            hidden[torch.as_tensor(wanted, device=device)] = picked
+        if hidden is None:
+            hidden = torch.empty((len(end_nodes), picked.shape[-1]), dtype=picked.dtype, device=device)
+        hidden[torch.as_tensor(wanted, device=device)] = picked
     return hidden[torch.as_tensor(text_end.reshape(-1), device=device)]
 
 
