@@ -1,8 +1,36 @@
-"""Fixtures only (helpers live in tests/helpers.py): the tiny offline models and world,
-built once per session, and the two models loaded once through `lgip.models.load_model`."""
+"""Fixtures (helpers live in tests/helpers.py): the tiny offline models and world,
+built once per session (per xdist worker), the two models loaded once through
+`lgip.models.load_model`; and how many xdist workers to start."""
+import os
+
 import pytest
 
 from tests.helpers import build_tiny_models, build_tiny_world
+
+
+# Each pytest-xdist worker builds the tiny world again (seconds, a few hundred MB), so a
+# many-core machine gets a few workers, not one per core.
+MAX_TEST_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pytest.ini): one worker per core this process may use, at most MAX_TEST_WORKERS."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_TEST_WORKERS))
+
+
+# Modules that take a minute or more of one worker, run first so that the other workers
+# share the rest instead of one of them ending the suite alone (--dist loadscope hands
+# out modules in collection order).
+LONGEST_MODULES = ["tests/scripts/test_distributed.py", "tests/scripts/test_evaluation_scripts.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """The LONGEST_MODULES' tests first, everything else in its order."""
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return LONGEST_MODULES.index(path) if path in LONGEST_MODULES else len(LONGEST_MODULES)
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +76,4 @@ def default_multi_run(tiny, tmp_path_factory):
         return runs[spec]
 
     return run
+

@@ -39,15 +39,52 @@ TINY_GENERATED = list(zip(GENERATORS, ["perturb", "fliptypes", "enhanced"]))
 TINY_IMAGES = 16
 
 
+_ZYGOTE = None  # this process's tests.zygote, started on the first run_script
+
+
+def _zygote() -> subprocess.Popen:
+    global _ZYGOTE
+    if _ZYGOTE is None or _ZYGOTE.poll() is not None:
+        _ZYGOTE = subprocess.Popen([sys.executable, "-m", "tests.zygote"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    return _ZYGOTE
+
+
 def run_script(script, *args, env_extra=None, check=False):
-    """Run `python REPO/script args...` and return the CompletedProcess (text mode)."""
+    """Run `python REPO/script args...` and return the CompletedProcess (text mode). The
+    script runs in a process forked from tests.zygote (torch and open_clip already
+    imported); with `env_extra` (variables read at interpreter start, such as
+    PYTHONHASHSEED) it runs in a fresh interpreter instead."""
+    command = [sys.executable, str(REPO / script), *map(str, args)]
     env = dict(os.environ)
     env.update(env_extra or {})
-    result = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], capture_output=True, text=True,
-                            env=env, cwd=str(REPO))
+    if env_extra:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPO))
+    else:
+        result = _run_in_zygote(command, env)
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def _run_in_zygote(command, env) -> subprocess.CompletedProcess:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="run_script_") as folder:
+        stdout, stderr = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
+        zygote = _zygote()
+        zygote.stdin.write(json.dumps({"script": command[1], "argv": command[2:], "env": env, "cwd": str(REPO),
+                                       "stdout": stdout, "stderr": stderr}) + "\n")
+        zygote.stdin.flush()
+        answer = zygote.stdout.readline()
+        if not answer:
+            raise RuntimeError("tests.zygote died; run the script by hand to see why")
+
+        def text(path):  # as subprocess.run(text=True) decodes: universal newlines
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+
+        return subprocess.CompletedProcess(command, int(answer), text(stdout), text(stderr))
 
 
 def read_jsonl(path):

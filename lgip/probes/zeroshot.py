@@ -4,7 +4,7 @@ re-normalised, as CLIP's zero-shot ensembles do), predictions by the highest cos
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import numpy as np
 
@@ -12,7 +12,9 @@ from lgip.engine.distributed import SOLO, Dist
 from lgip.engine.embed import embed_texts
 from lgip.engine.settings import EvalSettings
 from lgip.labelled import fill_template
-from lgip.models.base import VisionLanguageModel
+
+if TYPE_CHECKING:  # torch is imported once a model is loaded, not to check the flags
+    from lgip.models.base import VisionLanguageModel
 
 
 def fill_templates(classnames: Sequence[str], templates: Sequence[str]) -> List[str]:

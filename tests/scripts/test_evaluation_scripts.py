@@ -5,6 +5,7 @@ images, input errors, --limit, precision, the config block and the sanity check.
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from lgip.cli import run_cli
 from lgip.io import file_sha256
 from lgip.models.openclip import OpenClipModel
-from tests.helpers import (TOL, PlainEncoder, cache_files, plain_lgip, read_jsonl, run_multi, run_script,
+from tests.helpers import (REPO, TOL, PlainEncoder, cache_files, plain_lgip, read_jsonl, run_multi, run_script,
                            without_timings, write_jsonl)
 
 RELEASE_MULTI_KEYS = ["model_tag", "num_samples", "num_invariance_pairs", "num_sensitivity_pairs",
@@ -263,6 +264,22 @@ def test_bad_jsonl_is_one_clear_error(tiny, tmp_path, content, expected):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and expected in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+EVALUATION_SCRIPTS = ["run_lgip_multi", "run_lgip_by_fliptype", "rebuttal_enhanced_lgip_by_transformation",
+                      "run_compositional", "run_semantic_certification", "run_embedding_matching",
+                      "siglip_sanity_check"]
+
+
+def test_evaluation_scripts_check_their_flags_without_importing_torch():
+    # A typo in a flag or a file is reported in a fraction of a second, not after torch's import.
+    program = ("import importlib, sys\n"
+               f"for name in {EVALUATION_SCRIPTS!r}:\n"
+               "    importlib.import_module(name)\n"
+               "print(sorted({'torch', 'open_clip', 'transformers'} & set(sys.modules)))\n")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=str(REPO))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_bad_model_spec_is_a_clear_error(tiny, tmp_path):

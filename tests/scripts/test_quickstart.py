@@ -1,5 +1,5 @@
-"""The quickstart's HTML report, rendered in headless Chromium: what a reader sees, checked
-in the live DOM after the page's script ran (not in the page source). The numbers are
+"""lgip_quickstart.py run once as a newcomer runs it: the whole pipeline offline, then its
+HTML report rendered in headless Chromium: what a reader sees, checked in the live DOM after the page's script ran (not in the page source). The numbers are
 read from the metric files themselves; sorting is tested with real mouse clicks; every
 thumbnail must have loaded; the page must fetch nothing; the screenshot must not be blank.
 
@@ -14,8 +14,9 @@ import os
 import pytest
 from PIL import Image, ImageStat
 
+import lgip_quickstart
 from tests.browser import Chromium, find_chromium
-from tests.helpers import run_script
+from tests.helpers import read_jsonl, run_script
 
 MIN_SCREENSHOT_STDDEV = 20.0  # grey-level spread of a page with tables, plots and images (a blank page: ~0)
 LEADERBOARD_CELLS = "Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent.trim()))"
@@ -31,11 +32,18 @@ def chromium_or_skip():
 
 
 @pytest.fixture(scope="module")
-def quickstart(tmp_path_factory):
-    """The quickstart run once (about 20-30 s): its output folder."""
-    chromium_or_skip()
+def quickstart_run(tmp_path_factory):
+    """lgip_quickstart.py run once with its defaults (about 20 s): (output folder, CompletedProcess)."""
     out = tmp_path_factory.mktemp("quickstart")
-    result = run_script("lgip_quickstart.py", "--output-dir", out, check=True)
+    return out, run_script("lgip_quickstart.py", "--output-dir", out)
+
+
+@pytest.fixture(scope="module")
+def quickstart(quickstart_run):
+    """The quickstart's output folder, once Chromium is known to be here."""
+    chromium_or_skip()
+    out, result = quickstart_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"file://{out / 'report.html'}" in result.stdout  # it says where the page is
     return out
 
@@ -61,6 +69,16 @@ def expected_rows(folder):
 
 def column_values(rows, column):
     return [float(row[column].split(" ")[0]) for row in rows]
+
+
+def test_quickstart_runs_the_whole_pipeline_offline(quickstart_run):
+    out, result = quickstart_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ["lgip_quickstart_base.jsonl", "lgip_quickstart_base_with_perturb.jsonl", "lgip_table.csv",
+                 "lgip_frontier.png", "lgip_flip_types.png", "lgip_quickstart_base_with_fliptypes__LGIP_fliptypes.metrics.json"]:
+        assert (out / name).exists(), name
+    assert "RANDOM weights" in result.stdout and "Everything is in" in result.stdout
+    assert len(read_jsonl(out / "lgip_quickstart_base.jsonl")) == lgip_quickstart.N_IMAGES
 
 
 def test_quickstart_page_renders_sorts_and_shows_its_images(quickstart, tmp_path):
