@@ -44,7 +44,6 @@ and writes), or take whole models with --shard-models; no other change:
 """
 import hashlib
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List
@@ -54,7 +53,7 @@ import numpy as np
 from lgip.cli import nonnegative_float, nonnegative_int, positive_float, positive_int
 from lgip.figures import detection_auc
 from lgip.io import InputError, file_sha256
-from lgip.labelled import DEFAULT_TEMPLATE, read_labelled, read_templates
+from lgip.labelled import DEFAULT_TEMPLATE, read_labelled, read_templates, report_unreadable_images
 from lgip.stats import mean_or_none
 from lgip_common import (PAPER_MODELS, check_run_outputs, default_workers, evaluation_arguments, gather_models, launch,
                          merge_model_files, print_metrics, run_cli, write_metric_file)
@@ -188,13 +187,7 @@ def zero_shot(model, run: LabelledRun, settings, dist) -> ZeroShot:
     prediction = np.full(len(run.paths), -1, dtype=np.int64)
     if not dist.is_main:
         return ZeroShot(prediction, readable, classes)
-    if failures:
-        first, reason = sorted(failures.items())[0]
-        message = f"{run.places[first]}: image {run.paths[first]} could not be read ({reason})"
-        if settings.strict:
-            raise InputError(message + f"; {len(failures)} image(s) failed in all")
-        print(f"warning: {message}; {len(failures)} image(s) left out (--strict makes this an error)",
-              file=sys.stderr)
+    report_unreadable_images(run.places, run.paths, failures, settings.strict)
     prediction[readable] = predict(embeddings[readable], classes)
     return ZeroShot(prediction, readable, classes)
 

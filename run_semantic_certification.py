@@ -30,7 +30,6 @@ embeddings go through the embedding cache the other scripts share.
 import gzip
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -39,8 +38,9 @@ from lgip.engine import EvalSettings
 from lgip.engine.embed import embed_images, embed_texts
 from lgip.engine.distributed import Dist
 from lgip.engine.run import run_config, split_models
-from lgip.io import InputError, atomic_output, file_sha256, is_stream, refuse_inputs
-from lgip.labelled import DEFAULT_EDITS, DEFAULT_TEMPLATE, fill_template, read_edits, read_labelled, read_templates
+from lgip.io import atomic_output, file_sha256, is_stream, refuse_inputs
+from lgip.labelled import (DEFAULT_EDITS, DEFAULT_TEMPLATE, fill_template, read_edits, read_labelled, read_templates,
+                           report_unreadable_images)
 from lgip.models import load_model, parse_specs
 from lgip.models.device import resolve_device
 from lgip.probes.certify import EXTENT_LEVELS, TRANSFORMS, certify, transform_embeddings
@@ -222,12 +222,7 @@ def certify_model(args, settings, spec, images, templates, edits, device, input_
     if not dist.is_main:
         return None, None
     targets = targets.reshape(len(edit_templates), len(images.classnames), -1)
-    if failures:
-        first, reason = sorted(failures.items())[0]
-        message = f"{images.sources[first]}: image {images.image_paths[first]} could not be read ({reason})"
-        if settings.strict or len(failures) == len(images.image_paths):
-            raise InputError(message + f"; {len(failures)} image(s) failed in all")
-        print(f"warning: {message}; {len(failures)} image(s) skipped (--strict makes this an error)", file=sys.stderr)
+    report_unreadable_images(images.sources, images.image_paths, failures, settings.strict)
     keep = np.setdiff1d(np.arange(len(images.image_paths)), list(failures))
     kept = take(images, keep)
     started = time.perf_counter()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Union
 
 from lgip.io import InputError, iter_jsonl, resolve_image_path, where
@@ -235,3 +236,18 @@ def read_edits(path: str) -> Dict[str, List[str]]:
                                  f"{owner[template]!r}")
             owner[template] = family
     return families
+
+
+def report_unreadable_images(places: Sequence, image_paths: Sequence[str], failures: Dict[int, str],
+                             strict: bool) -> None:
+    """What a labelled-image probe says about the images it could not read (`failures`:
+    {index: reason}; `places[i]`: where image i came from, FILE:LINE or its folder path):
+    nothing when there are none; an InputError naming the first with --strict or when no
+    image was read; else one warning line on stderr (the probe goes on without them)."""
+    if not failures:
+        return
+    first, reason = min(failures.items())
+    message = f"{places[first]}: image {image_paths[first]} could not be read ({reason})"
+    if strict or len(failures) == len(image_paths):
+        raise InputError(message + f"; {len(failures)} image(s) failed in all")
+    print(f"warning: {message}; {len(failures)} image(s) skipped (--strict makes this an error)", file=sys.stderr)

@@ -19,6 +19,7 @@ import pytest
 
 from lgip.io import InputError
 from lgip.tiny import draw_images
+from tests.helpers import run_script
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "run_embedding_matching.py"
@@ -173,6 +174,18 @@ def test_one_class_is_one_error_line_before_any_model_is_loaded(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "1 class" in lines[0], result.stderr
+
+
+def test_an_unreadable_image_is_an_error_with_strict_before_any_descent(tiny_models, tmp_path):
+    draw_images(tmp_path / "images" / "cat", 2)
+    draw_images(tmp_path / "images" / "dog", 2, seed=1)
+    broken = tmp_path / "images" / "dog" / "img_001.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    result = run_script(SCRIPT, "--input", tmp_path / "images", "--models", tiny_models.openclip, "--device", "cpu",
+                        "--strict", "--quiet", "--output-dir", tmp_path / "out")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {broken}: image {broken} could not be read"), result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("extra,message", [

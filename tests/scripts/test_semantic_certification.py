@@ -36,6 +36,22 @@ def certify_run(root, spec, *extra, input_name="folder"):
     return result, out
 
 
+def test_an_unreadable_image_is_skipped_and_counted_or_an_error_with_strict(tiny_models, labelled, tmp_path):
+    root = tmp_path / "run"
+    shutil.copytree(labelled, root)
+    broken = root / "folder" / "dog" / "img_001.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    result, out = certify_run(root, tiny_models.openclip, "--budgets", "0")
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {broken}: image {broken} could not be read" in result.stderr
+    [metric_file] = out.glob("folder__CERTIFY_*.metrics.json")
+    metrics = json.loads(metric_file.read_text())
+    assert metrics["num_samples"] == 11 and metrics["num_skipped_images"] == 1
+    result, _ = certify_run(root, tiny_models.openclip, "--budgets", "0", "--strict", "--output-dir", tmp_path / "strict")
+    assert result.returncode == 2 and result.stderr.startswith(f"error: {broken}: image {broken} could not be read")
+    assert not (tmp_path / "strict").exists()
+
+
 @pytest.mark.parametrize("which", ["openclip", "siglip"])
 def test_certification_end_to_end_and_a_rerun_encodes_nothing(tiny_models, labelled, which, tmp_path):
     spec = getattr(tiny_models, which)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from lgip.io import InputError
 from lgip.labelled import (DEFAULT_EDITS, DEFAULT_TEMPLATE, Source, fill_template, read_classnames, read_edits,
-                           read_labelled, read_templates)
+                           read_labelled, read_templates, report_unreadable_images)
 
 
 def draw(path, colour=(200, 30, 30)):
@@ -202,3 +202,19 @@ def test_default_edits_cover_the_families():
     assert all(len(templates) == 5 for templates in edits.values())
     prompts = {fill_template(t, "cup") for templates in edits.values() for t in templates}
     assert len(prompts) == 35 and all("cup" in p and "{" not in p for p in prompts)
+
+
+def test_unreadable_images_are_a_warning_or_an_error_naming_the_first(capsys):
+    places, paths = ["in.jsonl:1", "in.jsonl:2", "in.jsonl:3"], ["a.jpg", "b.jpg", "c.jpg"]
+    report_unreadable_images(places, paths, {}, strict=True)
+    assert capsys.readouterr().err == ""
+    failures = {2: "truncated", 1: "no such file"}
+    report_unreadable_images(places, paths, failures, strict=False)
+    assert capsys.readouterr().err == ("warning: in.jsonl:2: image b.jpg could not be read (no such file); "
+                                       "2 image(s) skipped (--strict makes this an error)\n")
+    with pytest.raises(InputError, match=r"^in.jsonl:2: image b.jpg could not be read \(no such file\); "
+                                         r"2 image\(s\) failed in all$"):
+        report_unreadable_images(places, paths, failures, strict=True)
+    with pytest.raises(InputError, match="3 image"):  # none read: nothing to evaluate
+        report_unreadable_images(places, paths, {**failures, 0: "empty file"}, strict=False)
+
