@@ -16,6 +16,7 @@ import random
 import runpy
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,6 +41,7 @@ TINY_IMAGES = 16
 
 
 _ZYGOTE = None  # this process's tests.zygote, started on the first run_script
+_ZYGOTE_LOCK = threading.Lock()  # one request at a time on its pipes
 
 
 def _zygote() -> subprocess.Popen:
@@ -72,11 +74,12 @@ def _run_in_zygote(command, env) -> subprocess.CompletedProcess:
 
     with tempfile.TemporaryDirectory(prefix="run_script_") as folder:
         stdout, stderr = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
-        zygote = _zygote()
-        zygote.stdin.write(json.dumps({"script": command[1], "argv": command[2:], "env": env, "cwd": str(REPO),
-                                       "stdout": stdout, "stderr": stderr}) + "\n")
-        zygote.stdin.flush()
-        answer = zygote.stdout.readline()
+        with _ZYGOTE_LOCK:
+            zygote = _zygote()
+            zygote.stdin.write(json.dumps({"script": command[1], "argv": command[2:], "env": env, "cwd": str(REPO),
+                                           "stdout": stdout, "stderr": stderr}) + "\n")
+            zygote.stdin.flush()
+            answer = zygote.stdout.readline()
         if not answer:
             raise RuntimeError("tests.zygote died; run the script by hand to see why")
 
