@@ -76,4 +76,3 @@ def default_multi_run(tiny, tmp_path_factory):
         return runs[spec]
 
     return run
-
