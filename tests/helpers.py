@@ -16,6 +16,7 @@ import random
 import runpy
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
@@ -70,8 +71,6 @@ def run_script(script, *args, env_extra=None, check=False):
 
 
 def _run_in_zygote(command, env) -> subprocess.CompletedProcess:
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="run_script_") as folder:
         stdout, stderr = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
         with _ZYGOTE_LOCK:

@@ -25,8 +25,8 @@ import traceback
 
 # Heavy third-party modules the scripts import; the repository's own modules are left to
 # each run, so a run always executes the code on disk.
-PRELOAD = ["numpy", "PIL.Image", "torch", "torchvision", "open_clip", "transformers", "matplotlib",
-           "matplotlib.pyplot", "lemminflect", "inflect", "tqdm"]
+PRELOAD = ["numpy", "PIL.Image", "torch", "torchvision", "open_clip", "transformers", "matplotlib.pyplot",
+           "lemminflect", "inflect", "tqdm"]
 
 
 def run_child(request: dict, stdout) -> None:
